@@ -23,8 +23,12 @@ Every error the library raises is a :class:`LaneMPError`, split by whose fault i
     │   ├── EncodeError               (TypeError)     argument or result cannot be encoded
     │   ├── DecodeError               (ValueError)    a record could not be decoded
     │   └── PayloadTooLarge           (ValueError)    a payload above max_payload_bytes
-    └── StorageError                  the journal / mailbox backend failed
-        └── CorruptRecord             a stored row failed its checksum
+    ├── StorageError                  the journal / mailbox backend failed
+    │   ├── CorruptRecord             a stored row failed its checksum
+    │   └── WrongKey                  the encryption key does not open the stored data
+    └── TopicError                    a shared-memory topic failed
+        ├── TopicFull                 the log is full and the policy is "error" (or block timed out)
+        └── TopicClosed               the topic was closed or unlinked
 
 Every class round-trips through pickle: the fields live in ``self.fields`` and ``__reduce__``
 rebuilds the instance from them, so errors can cross process boundaries as data.
@@ -60,6 +64,10 @@ __all__ = [
     "PayloadTooLarge",
     "StorageError",
     "CorruptRecord",
+    "WrongKey",
+    "TopicError",
+    "TopicFull",
+    "TopicClosed",
 ]
 
 
@@ -181,3 +189,19 @@ class StorageError(LaneMPError):
 
 class CorruptRecord(StorageError):
     """A stored record failed its checksum or could not be decoded; it was quarantined."""
+
+
+class WrongKey(StorageError):
+    """The encryption key given does not decrypt the stored payloads."""
+
+
+class TopicError(LaneMPError):
+    """A shared-memory topic failed."""
+
+
+class TopicFull(TopicError):
+    """The topic's log is full and its policy is ``error`` (or a ``block`` publish timed out)."""
+
+
+class TopicClosed(TopicError):
+    """The topic was closed or unlinked."""
