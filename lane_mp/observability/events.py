@@ -1,0 +1,357 @@
+"""Lifecycle events of the pool and an in-process publish/subscribe for them.
+
+Why the design looks like this:
+
+- ``emit`` runs on the caller's result thread once per command event, so with no subscriber it
+  costs one attribute check, and with subscribers it never blocks: each subscription owns a
+  bounded buffer, and an event that does not fit is dropped *for that subscriber* and counted in
+  its ``dropped``. A slow dashboard must not slow the pool (trio's memory channels and
+  dramatiq's middleware make the same trade for the same reason).
+- The subscriber list is an immutable tuple replaced on (un)subscribe, so ``emit`` iterates it
+  without taking the emitter's lock.
+- Async consumers wait on a loop future that the emitting thread resolves with
+  ``call_soon_threadsafe``: no executor thread is parked per consumer, and cancelling an
+  ``await`` loses no event, because events stay in the buffer until the loop's thread pops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+from loguru import logger
+
+__all__ = [
+    "LaneEvent",
+    "EventEmitter",
+    "Subscription",
+    "key_prefix",
+    "COMMAND_SUBMITTED",
+    "COMMAND_STARTED",
+    "COMMAND_COMPLETED",
+    "COMMAND_FAILED",
+    "COMMAND_TIMEOUT",
+    "COMMAND_RETRY",
+    "COMMAND_DEAD_LETTERED",
+    "LANE_PRESSURE",
+    "LANE_IDLE",
+    "SHUTDOWN_STARTED",
+    "WORKER_STARTED",
+    "WORKER_EXITED",
+    "WORKER_CRASHED",
+    "WORKER_RECYCLED",
+    "ALL_EVENT_KEYS",
+    "DEFAULT_CAPACITY",
+]
+
+COMMAND_SUBMITTED = "queue.command.submitted"
+COMMAND_STARTED = "queue.command.started"
+COMMAND_COMPLETED = "queue.command.completed"
+COMMAND_FAILED = "queue.command.failed"
+COMMAND_TIMEOUT = "queue.command.timeout"
+COMMAND_RETRY = "queue.command.retry"
+COMMAND_DEAD_LETTERED = "queue.command.dead_lettered"
+LANE_PRESSURE = "queue.lane.pressure"
+LANE_IDLE = "queue.lane.idle"
+SHUTDOWN_STARTED = "queue.shutdown.started"
+WORKER_STARTED = "worker.started"
+WORKER_EXITED = "worker.exited"
+WORKER_CRASHED = "worker.crashed"
+WORKER_RECYCLED = "worker.recycled"
+
+ALL_EVENT_KEYS: frozenset[str] = frozenset(
+    {
+        COMMAND_SUBMITTED,
+        COMMAND_STARTED,
+        COMMAND_COMPLETED,
+        COMMAND_FAILED,
+        COMMAND_TIMEOUT,
+        COMMAND_RETRY,
+        COMMAND_DEAD_LETTERED,
+        LANE_PRESSURE,
+        LANE_IDLE,
+        SHUTDOWN_STARTED,
+        WORKER_STARTED,
+        WORKER_EXITED,
+        WORKER_CRASHED,
+        WORKER_RECYCLED,
+    }
+)
+
+# Per subscriber. 10k events of a few hundred bytes is a few MB at worst; a consumer that falls
+# further behind than that is better served by a drop count than by unbounded memory.
+DEFAULT_CAPACITY = 10_000
+
+
+class LaneEvent(msgspec.Struct, frozen=True):
+    """One thing that happened. ``timestamp`` is wall-clock ``time.time()`` (comparable across
+    processes); ``payload`` holds plain data (ids, lane, durations), never futures."""
+
+    key: str
+    timestamp: float
+    payload: dict[str, Any]
+
+
+def key_prefix(*prefixes: str) -> Callable[[LaneEvent], bool]:
+    """A cheap predicate for :meth:`EventEmitter.subscribe_filtered`: keys starting with any prefix."""
+    wanted = tuple(prefixes)
+    return lambda ev: ev.key.startswith(wanted)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Subscription:
+    """A bounded, drop-counting stream of events; iterate it (blocking) or ``async for`` it.
+
+    After :meth:`close` no new event is accepted; events already buffered are still delivered,
+    then iteration ends. Several threads or tasks may consume one subscription; each event goes
+    to one of them.
+    """
+
+    def __init__(
+        self,
+        emitter: EventEmitter | None,
+        capacity: int,
+        predicate: Callable[[LaneEvent], bool] | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._emitter = emitter
+        self._capacity = capacity
+        self._predicate = predicate
+        self._buf: deque[LaneEvent] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._sync_waiters = 0
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._closed = False
+        self._dropped = 0
+        self._delivered = 0
+
+    # -- producer side (emitting thread) ---------------------------------------------------------
+
+    def _offer(self, ev: LaneEvent) -> None:
+        if self._predicate is not None:
+            try:
+                if not self._predicate(ev):
+                    return
+            except Exception:
+                # A buggy filter must not break emit() for the pool or for other subscribers.
+                logger.opt(exception=True).warning("event filter raised; event {} skipped", ev.key)
+                return
+        with self._cond:
+            if self._closed:
+                return
+            if len(self._buf) >= self._capacity:
+                self._dropped += 1
+                return
+            self._buf.append(ev)
+            self._delivered += 1
+            if self._sync_waiters:
+                self._cond.notify()
+            waiters = self._async_waiters
+            if not waiters:
+                return
+            self._async_waiters = []
+        self._wake_async(waiters)
+
+    @staticmethod
+    def _wake_async(waiters: Iterable[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_wake, fut)
+            except RuntimeError:  # the consumer's loop is closed: nobody is left to wake
+                pass
+
+    # -- consumer side ---------------------------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> LaneEvent | None:
+        """The next event, waiting up to ``timeout`` seconds (forever if None).
+
+        Returns None when nothing arrived in time or the subscription is closed and drained;
+        ``closed`` tells the two apart.
+        """
+        with self._cond:
+            if self._buf:
+                return self._buf.popleft()
+            if self._closed or (timeout is not None and timeout <= 0):
+                return None
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._sync_waiters += 1
+            try:
+                while not self._buf and not self._closed:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    self._cond.wait(remaining)
+                return self._buf.popleft() if self._buf else None
+            finally:
+                self._sync_waiters -= 1
+
+    def get_nowait(self) -> LaneEvent | None:
+        return self.get(0)
+
+    def drain(self) -> list[LaneEvent]:
+        """Every buffered event, without waiting."""
+        with self._cond:
+            out = list(self._buf)
+            self._buf.clear()
+            return out
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> LaneEvent:
+        ev = self.get(None)
+        if ev is None:
+            raise StopIteration
+        return ev
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> LaneEvent:
+        ev = await self.aget(None)
+        if ev is None:
+            raise StopAsyncIteration
+        return ev
+
+    async def aget(self, timeout: float | None = None) -> LaneEvent | None:
+        """Async :meth:`get`: awaits without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            with self._cond:
+                if self._buf:
+                    return self._buf.popleft()
+                if self._closed:
+                    return None
+                fut: asyncio.Future[None] = loop.create_future()
+                self._async_waiters.append((loop, fut))
+            try:
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(fut, remaining)
+                except TimeoutError:
+                    pass
+            finally:
+                with self._cond:
+                    try:
+                        self._async_waiters.remove((loop, fut))
+                    except ValueError:  # already taken by the producer
+                        pass
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def dropped(self) -> int:
+        """Events this subscriber lost because its buffer was full."""
+        return self._dropped
+
+    @property
+    def delivered(self) -> int:
+        """Events accepted into this subscriber's buffer."""
+        return self._delivered
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop receiving; wake every waiter. Buffered events stay readable. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            waiters, self._async_waiters = self._async_waiters, []
+        self._wake_async(waiters)
+        if self._emitter is not None:
+            self._emitter._remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Subscription(pending={self.pending}, dropped={self._dropped}, closed={self._closed})"
+
+
+class EventEmitter:
+    """Fan-out of :class:`LaneEvent` to subscriptions. Thread-safe; ``emit`` never blocks."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        # Replaced, never mutated: emit() reads it without the lock.
+        self._subs: tuple[Subscription, ...] = ()
+
+    def emit(self, key: str, payload: dict[str, Any] | None = None) -> None:
+        """Publish an event now. With no subscriber this is one attribute check."""
+        if not self._subs:
+            return
+        ev = LaneEvent(key, time.time(), {} if payload is None else payload)
+        for sub in self._subs:
+            sub._offer(ev)
+
+    def emit_event(self, ev: LaneEvent) -> None:
+        """Publish a ready-made event (e.g. one relayed from the coordinator process)."""
+        for sub in self._subs:
+            sub._offer(ev)
+
+    @property
+    def has_subscribers(self) -> bool:
+        """Lets a caller skip building an expensive payload nobody will read."""
+        return bool(self._subs)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self, capacity: int | None = None) -> Subscription:
+        """Every event from now on, buffered up to ``capacity`` (default: the emitter's)."""
+        return self._add(Subscription(self, capacity or self.capacity))
+
+    def subscribe_filtered(
+        self, predicate: Callable[[LaneEvent], bool], capacity: int | None = None
+    ) -> Subscription:
+        """Events for which ``predicate(event)`` is true. The predicate runs on the emitting
+        thread, so keep it cheap; if it raises, the event is skipped and the error logged."""
+        return self._add(Subscription(self, capacity or self.capacity, predicate))
+
+    def _add(self, sub: Subscription) -> Subscription:
+        with self._lock:
+            self._subs = (*self._subs, sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs = tuple(s for s in self._subs if s is not sub)
+
+    def close(self) -> None:
+        """Close every subscription (their buffered events stay readable)."""
+        with self._lock:
+            subs, self._subs = self._subs, ()
+        for sub in subs:
+            sub.close()
