@@ -1,1 +1,38 @@
+"""Persistence: the optional journal of commands, the persistent dead-letter queue and the mailbox.
 
+The coordinator is the only writer (see ``storage.py`` for the contract); ``inspect`` holds the
+read-mostly functions behind the CLI. Nothing here starts a process or a thread.
+"""
+
+from __future__ import annotations
+
+from .memory import MemoryStorage, MemoryStore
+from .records import (
+    FINAL_STATUSES,
+    LIVE_STATUSES,
+    STATUSES,
+    DeadLetter,
+    MailboxEntry,
+    QuarantinedRow,
+    RecoveryResult,
+    StoredCommand,
+)
+from .sqlite import SQLiteStorage
+from .storage import Storage
+
+__all__ = [
+    # protocol and backends
+    "Storage",
+    "SQLiteStorage",
+    "MemoryStorage",
+    "MemoryStore",
+    # records
+    "StoredCommand",
+    "DeadLetter",
+    "MailboxEntry",
+    "QuarantinedRow",
+    "RecoveryResult",
+    "STATUSES",
+    "LIVE_STATUSES",
+    "FINAL_STATUSES",
+]
