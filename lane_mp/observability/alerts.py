@@ -65,14 +65,14 @@ class _Rule:
 
     __slots__ = ("metric", "thresholds", "hysteresis", "unit")
 
-    def __init__(
-        self, metric: str, warn: float, crit: float, hysteresis: float, unit: str
-    ) -> None:
+    def __init__(self, metric: str, warn: float, crit: float, hysteresis: float, unit: str) -> None:
         for field, value in (("warn", warn), ("crit", crit)):
             if not value > 0:
                 raise ConfigError(f"{metric}.{field}: must be > 0, got {value!r}", field=f"{metric}.{field}")
         if warn > crit:
-            raise ConfigError(f"{metric}: warn ({warn}) must not exceed crit ({crit})", field=f"{metric}.warn")
+            raise ConfigError(
+                f"{metric}: warn ({warn}) must not exceed crit ({crit})", field=f"{metric}.warn"
+            )
         if not 0 < hysteresis <= 1:
             raise ConfigError(f"hysteresis: must be in (0, 1], got {hysteresis!r}", field="hysteresis")
         self.metric = metric
@@ -100,16 +100,22 @@ class AlertManager:
         self._active: dict[tuple[str, AlertLevel], Alert] = {}
         self._callbacks: list[Callable[[Alert], object]] = []
 
-    def with_queue_depth_alerts(self, warn: float, crit: float, hysteresis: float | None = None) -> AlertManager:
+    def with_queue_depth_alerts(
+        self, warn: float, crit: float, hysteresis: float | None = None
+    ) -> AlertManager:
         """Alert per lane when its pending depth reaches ``warn`` / ``crit``. Returns self."""
         rule = _Rule(QUEUE_DEPTH, warn, crit, self.hysteresis if hysteresis is None else hysteresis, "")
         with self._lock:
             self._depth_rule = rule
         return self
 
-    def with_latency_alerts(self, warn_ms: float, crit_ms: float, hysteresis: float | None = None) -> AlertManager:
+    def with_latency_alerts(
+        self, warn_ms: float, crit_ms: float, hysteresis: float | None = None
+    ) -> AlertManager:
         """Alert when command latency p99 reaches ``warn_ms`` / ``crit_ms``. Returns self."""
-        rule = _Rule(LATENCY_P99, warn_ms, crit_ms, self.hysteresis if hysteresis is None else hysteresis, " ms")
+        rule = _Rule(
+            LATENCY_P99, warn_ms, crit_ms, self.hysteresis if hysteresis is None else hysteresis, " ms"
+        )
         with self._lock:
             self._latency_rule = rule
         return self
@@ -132,9 +138,18 @@ class AlertManager:
         with self._lock:
             if self._depth_rule is not None:
                 for lane, depth in depth_by_lane.items():
-                    self._step(self._depth_rule, f"{QUEUE_DEPTH}.{lane}", f"lane {lane!r} queue depth", depth, now, notices)
+                    self._step(
+                        self._depth_rule,
+                        f"{QUEUE_DEPTH}.{lane}",
+                        f"lane {lane!r} queue depth",
+                        depth,
+                        now,
+                        notices,
+                    )
             if self._latency_rule is not None and latency_p99_ms is not None:
-                self._step(self._latency_rule, LATENCY_P99, "command latency p99", latency_p99_ms, now, notices)
+                self._step(
+                    self._latency_rule, LATENCY_P99, "command latency p99", latency_p99_ms, now, notices
+                )
             callbacks = list(self._callbacks)
         for alert in notices:
             if alert.resolved:
@@ -144,7 +159,7 @@ class AlertManager:
             for fn in callbacks:
                 try:
                     fn(alert)
-                except Exception:
+                except Exception:  # noqa: BLE001 - a user callback may raise anything
                     logger.opt(exception=True).error("alert callback {!r} raised on {}", fn, alert.name)
         return notices
 

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 from loguru import logger
@@ -142,7 +142,7 @@ class Subscription:
             try:
                 if not self._predicate(ev):
                     return
-            except Exception:
+            except Exception:  # noqa: BLE001 - a user predicate may raise anything
                 # A buggy filter must not break emit() for the pool or for other subscribers.
                 logger.opt(exception=True).warning("event filter raised; event {} skipped", ev.key)
                 return
@@ -286,7 +286,7 @@ class Subscription:
         if self._emitter is not None:
             self._emitter._remove(self)
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -75,7 +75,9 @@ def _split(name: str, families: tuple[str, ...]) -> tuple[str, str | None]:
     return name, None
 
 
-def _group(values: dict[str, object], families: tuple[str, ...]) -> dict[str, list[tuple[str | None, object]]]:
+def _group(
+    values: dict[str, object], families: tuple[str, ...]
+) -> dict[str, list[tuple[str | None, object]]]:
     grouped: dict[str, list[tuple[str | None, object]]] = {}
     for name, value in values.items():
         family, lane = _split(name, families)
@@ -86,7 +88,9 @@ def _group(values: dict[str, object], families: tuple[str, ...]) -> dict[str, li
     return grouped
 
 
-def render_prometheus(snapshot: MetricsSnapshot, prefix: str = "lane_mp_", help_text: dict[str, str] | None = None) -> str:
+def render_prometheus(
+    snapshot: MetricsSnapshot, prefix: str = "lane_mp_", help_text: dict[str, str] | None = None
+) -> str:
     """The snapshot in Prometheus text exposition format, ending with a newline."""
     help_text = help_text or {}
     # Longest family first so a family that prefixes another never steals its samples.

@@ -125,9 +125,10 @@ class Histogram:
             counts[x] += 1
         self.count += 1
         self.sum += value
-        if value < self.min:
+        # Plain comparisons, not min()/max(): a builtin call costs more on this per-command path.
+        if value < self.min:  # noqa: PLR1730
             self.min = value
-        if value > self.max:
+        if value > self.max:  # noqa: PLR1730
             self.max = value
 
     def record_many(self, values: Iterable[float]) -> None:

@@ -12,7 +12,7 @@ import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Protocol, Self
 
 from loguru import logger
 
@@ -35,10 +35,10 @@ SnapshotFn = Callable[[], "_Renderable | str"]
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # http.server dispatches on this name
         self._respond(body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._respond(body=False)
 
     def _respond(self, body: bool) -> None:
@@ -50,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
             snap = self.server.snapshot_fn()
             text = snap if isinstance(snap, str) else snap.to_prometheus()
             payload = text.encode("utf-8")
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure becomes a 500, logged
             logger.opt(exception=True).error("metrics snapshot failed")
             self.send_error(500, "metrics snapshot failed")
             return
@@ -61,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body:
             self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: object) -> None:
         # Route access logs to loguru (disabled by default) instead of stderr.
         logger.debug("metrics http: " + format, *args)
 
@@ -109,7 +109,7 @@ class MetricsServer:
         self._thread.join(_JOIN_TIMEOUT_S)
         logger.debug("metrics server on port {} closed", self.port)
 
-    def __enter__(self) -> MetricsServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

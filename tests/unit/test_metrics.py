@@ -53,7 +53,10 @@ def test_exact_counts_globally_and_per_lane() -> None:
 def test_histograms_globally_and_per_lane() -> None:
     m = QueueMetrics.local()
     rng = random.Random(3)
-    latencies = {"query": [rng.expovariate(1 / 20) for _ in range(2000)], "session": [rng.uniform(100, 200) for _ in range(1000)]}
+    latencies = {
+        "query": [rng.expovariate(1 / 20) for _ in range(2000)],
+        "session": [rng.uniform(100, 200) for _ in range(1000)],
+    }
     for lane, values in latencies.items():
         for v in values:
             m.command_completed(lane, latency_ms=v, wait_ms=v / 10)
