@@ -308,7 +308,11 @@ class EventEmitter:
         self._subs: tuple[Subscription, ...] = ()
 
     def emit(self, key: str, payload: dict[str, Any] | None = None) -> None:
-        """Publish an event now. With no subscriber this is one attribute check."""
+        """Publish an event now. With no subscriber this is one attribute check.
+
+        ``payload`` is shared with every subscriber, not copied (a copy per event would cost
+        more than the rest of emit): do not mutate it afterwards.
+        """
         if not self._subs:
             return
         ev = LaneEvent(key, time.time(), {} if payload is None else payload)
