@@ -108,9 +108,10 @@ class MemoryStorage:
     # -- journal -----------------------------------------------------------------------------
 
     def save_batch(self, cmds: list[StoredCommand]) -> None:
+        for cmd in cmds:
+            check_status(cmd.status, LIVE_STATUSES)
         store = self._stage()
         for cmd in cmds:
-            check_status(cmd.status)
             store.commands[cmd.id] = cmd
             store.max_command_id = max(store.max_command_id, cmd.id)
 
