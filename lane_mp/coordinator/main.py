@@ -1,0 +1,612 @@
+"""The coordinator process: one loop that owns every piece of scheduling state.
+
+Data flow (what moves where; arrows are shared-memory rings, each with one producer and one
+consumer; wake-ups travel on doorbell pipes, never on a data channel)::
+
+    caller                coordinator                                        worker w
+    ------                -----------                                        --------
+    submit ring ------->  intake -> scheduler (lanes) -> dispatch ---cmd ring w----->  run
+    result ring <-------  outbox <- outcomes (retry? dead letter?) <--result ring w---  Done
+                          timers: retry backoff, deadlines, timeouts, rate-limit refills
+                          supervisor: spawn, watch sentinels, kill trees, respawn, retire
+
+Actors and what each may touch:
+
+- **caller** (``LanePool``): writes the submit ring, reads the result ring, holds the futures.
+  Never touches worker rings or scheduling state.
+- **coordinator** (this module): reads the submit ring and every worker's result ring, writes
+  every worker's command ring and the caller's result ring; owns the scheduler, the command
+  table, timers and the segments (creates and unlinks them). Single-threaded, so forking
+  workers from it is safe.
+- **worker**: reads its command ring, writes its result ring and its own result blocks.
+
+One blocking wait per process: the coordinator sleeps in one ``poll()`` over its doorbell, every
+worker sentinel and its parent's sentinel, with a timeout from the next timer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import random
+import select
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+from loguru import logger
+
+from ..config import FailureInfo, Lane, PartitionConfig, RetryPolicy
+from ..ipc.control import COORD_WAITING, STATE, Control
+from ..ipc.doorbell import BACKSTOP_S, drain_fd, fence, ring_fd
+from ..ipc.ring import Ring, RingReader, RingWriter
+from ..ipc.segments import sweep
+from ..partitions import partition_for
+from ..protocol import messages as m
+from ..scheduling.scheduler import SchedItem, Scheduler
+from .state import ASSIGNED, BACKOFF, PENDING, Command
+from .supervisor import Supervisor, WorkerSlot, describe_exit
+
+# Prefetch: a worker may hold several queued commands so tiny tasks are batched, but only about
+# this much estimated work, so an urgent command never waits long behind prefetched ones.
+PREFETCH_BUDGET_S = 0.0005
+MAX_PREFETCH = 64
+SENTINEL_CHECK_S = 0.005  # while busy, how often worker deaths are looked for
+TIMEOUT_POLL_S = 0.01  # wake-up granularity while a command with a timeout is queued on a worker
+STOP_GRACE_S = 3.0
+# After activity the coordinator keeps polling its rings this long (yielding the CPU each
+# round) before it sleeps: a reply usually comes back within tens of µs, and each sleep/wake
+# costs ~30 µs on each side (MEASURED.md).
+SPIN_S = float(os.environ.get("LANE_MP_COORD_SPIN_US", "200")) / 1e6
+
+__all__ = ["CoordinatorConfig", "coordinator_main"]
+
+
+class CoordinatorConfig(msgspec.Struct, frozen=True):
+    token: str
+    workers: int
+    lanes: list[Lane]
+    worker_start_method: str
+    capacity_units: int | None = None
+    partition: PartitionConfig = PartitionConfig()
+    ring_capacity: int = 1 << 20
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None
+    default_retry: RetryPolicy | None = None
+    dead_letters: bool = False
+
+
+class Coordinator:
+    def __init__(
+        self, cfg: CoordinatorConfig, bell_r: int, bell_w: int, caller_bell_w: int, initializer: Any, initargs: tuple
+    ) -> None:
+        import multiprocessing
+
+        self.cfg = cfg
+        self.bell_r = bell_r
+        self.caller_bell_w = caller_bell_w
+        self.control = Control.create(f"lmp_{cfg.token}_ctl")
+        self.submit_ring = Ring.create(f"lmp_{cfg.token}_sub", cfg.ring_capacity)
+        self.result_ring = Ring.create(f"lmp_{cfg.token}_res", cfg.ring_capacity)
+        self.intake = RingReader(self.submit_ring)
+        self.outbox = RingWriter(self.result_ring)
+        self.sched = Scheduler(cfg.lanes, capacity_units=cfg.capacity_units, partition=cfg.partition)
+        self.lane_timeout = [lane.config.timeout for lane in cfg.lanes]
+        self.lane_retry = [lane.config.retry or cfg.default_retry or RetryPolicy.none() for lane in cfg.lanes]
+        self.commands: dict[int, Command] = {}
+        self.timers: list[tuple[float, int]] = []  # (due, command id) retry backoff
+        self.rng = random.Random()
+        self.enc = msgspec.msgpack.Encoder()
+        self.dec_in = msgspec.msgpack.Decoder(m.CallerToCoord)
+        self.dec_w = msgspec.msgpack.Decoder(m.WorkerToCoord)
+        self.pending_out: list[bytes] = []
+        self.ewma = PREFETCH_BUDGET_S  # unknown duration counts as one budget: depth 1
+        self.shutting_down = False
+        self.cancel_on_shutdown = False
+        self.broken: str | None = None
+        self.sup = Supervisor(
+            multiprocessing.get_context(cfg.worker_start_method), cfg.token, self.control.segment.name,
+            bell_w, cfg.ring_capacity, initializer, initargs,
+            cfg.max_tasks_per_child, cfg.max_memory_per_child,
+        )
+        self.workers: list[WorkerSlot] = [self.sup.start(i) for i in range(cfg.workers)]
+        parent = multiprocessing.parent_process()
+        self.parent_sentinel = parent.sentinel if parent is not None else None
+        self.poller = select.poll()
+        self._poll_fds: set[int] = set()
+        self._last_sentinel_check = 0.0
+        self.stats_counts = {"completed": 0, "failed": 0, "retried": 0, "timeouts": 0, "crashes": 0}
+
+    # ---- intake ------------------------------------------------------------------------------
+    def handle_intake(self, now: float) -> bool:
+        records = self.intake.read_all()
+        for _tag, data in records:
+            msg = self.dec_in.decode(data)
+            tp = type(msg)
+            if tp is m.Submit:
+                self.accept(msg, now)
+            elif tp is m.Cancel:
+                self.cancel(msg, now)
+            elif tp is m.Release:
+                self.release_blocks(msg.blocks)
+            else:
+                self.control_request(msg, now)
+        return bool(records)
+
+    def accept(self, sub: m.Submit, now: float) -> None:
+        part = None
+        if sub.key is not None and self.cfg.partition.mode in ("auto", "hash"):
+            part = partition_for(sub.key, len(self.workers))
+        item = SchedItem(sub.id, sub.lane, sub.priority, now, sub.deadline, sub.cost, sub.tenant, part)
+        cmd = Command(sub, item)
+        item.ref = cmd
+        self.commands[sub.id] = cmd
+        if self.shutting_down and self.cancel_on_shutdown:
+            self.finish_error(cmd, "CancelledError", "pool shut down with cancel_futures=True")
+            return
+        try:
+            self.sched.enqueue(item, now)
+        except Exception as exc:  # CostTooLarge etc.: the caller checks first, this is a backstop
+            self.finish_error(cmd, type(exc).__name__, str(exc))
+
+    def cancel(self, msg: m.Cancel, now: float) -> None:
+        for cid in msg.ids:
+            cmd = self.commands.get(cid)
+            if cmd is None:
+                continue
+            cmd.cancelled = True
+            if cmd.state == PENDING and self.sched.remove(cid) is not None:
+                self.finish_error(cmd, "CancelledError", "cancelled before it started")
+            elif cmd.state == BACKOFF:
+                self.finish_error(cmd, "CancelledError", "cancelled while waiting to retry")
+            elif cmd.state == ASSIGNED and msg.kill:
+                slot = self.workers[cmd.worker]
+                if slot.running()[0] == cid:
+                    slot.kill_reason = ("cancel", cid)
+                    slot.kill_tree()
+
+    def release_blocks(self, names: list[str]) -> None:
+        by_pid: dict[int, list[str]] = {}
+        prefix = f"lmp_{self.cfg.token}_b"
+        for name in names:
+            pid_hex = name[len(prefix):].split("_", 1)[0]
+            by_pid.setdefault(int(pid_hex, 16), []).append(name)
+        for pid, group in by_pid.items():
+            slot = next((w for w in self.workers if w.pid == pid and not w.dead), None)
+            if slot is None:
+                from ..ipc.segments import unlink_name
+
+                for name in group:
+                    unlink_name(name)
+            else:
+                self.send_worker(slot, self.enc.encode(m.Release(group)))
+
+    def control_request(self, msg: m.Control, now: float) -> None:
+        op = msg.op
+        if op == "stats":
+            self.reply(msg.req, self.snapshot())
+        elif op == "pause":
+            self.sched.pause(msg.arg)
+            self.reply(msg.req, True)
+        elif op == "resume":
+            self.sched.resume(msg.arg)
+            self.reply(msg.req, True)
+        elif op == "shutdown":
+            self.shutting_down = True
+            self.control.words[STATE] = 1
+            if msg.arg:
+                self.cancel_on_shutdown = True
+                self.cancel_all("pool shut down with cancel_futures=True")
+        elif op == "terminate":
+            self.shutting_down = True
+            self.cancel_on_shutdown = True
+            for slot in self.workers:
+                slot.kill_reason = ("terminate", 0)
+                slot.kill_tree()
+            self.cancel_all("pool terminated")
+        else:
+            logger.warning("unknown control op {}", op)
+
+    def cancel_all(self, why: str) -> None:
+        for cmd in list(self.commands.values()):
+            if cmd.state == PENDING:
+                if self.sched.remove(cmd.sub.id) is not None:
+                    self.finish_error(cmd, "CancelledError", why)
+            elif cmd.state == BACKOFF:
+                self.finish_error(cmd, "CancelledError", why)
+
+    def reply(self, req: int, data: Any) -> None:
+        self.pending_out.append(self.enc.encode(m.Reply(req, data)))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "lanes": [msgspec.structs.asdict(s) for s in self.sched.stats()],
+            "workers": [
+                {"index": w.index, "pid": w.pid, "assigned": len(w.assigned), "generation": w.generation}
+                for w in self.workers
+            ],
+            "commands": len(self.commands),
+            "backoff": len(self.timers),
+            **self.stats_counts,
+        }
+
+    # ---- outcomes ----------------------------------------------------------------------------
+    def handle_results(self, now: float) -> bool:
+        progressed = False
+        for slot in self.workers:
+            records = slot.reader.read_all()
+            if records:
+                progressed = True
+                self.process_worker_records(slot, records, now)
+        return progressed
+
+    def process_worker_records(self, slot: WorkerSlot, records: list[tuple[int, bytes]], now: float) -> None:
+        dec = self.dec_w.decode
+        for _tag, data in records:
+            msg = dec(data)
+            if type(msg) is m.Done:
+                cmd = slot.assigned.pop(msg.id, None)
+                if cmd is None:
+                    continue
+                self.ewma += 0.05 * (msg.elapsed - self.ewma)
+                if msg.status == m.OK or cmd.cancelled:
+                    self.sched.finished(cmd.item, now, True)
+                    self.finish(cmd, msg.status, msg.payload)
+                elif msg.status == m.RAISED:
+                    self.failed(cmd, FailureInfo("raised", tuple(msg.exc_types), msg.message), msg.status, msg.payload, now)
+                else:
+                    self.failed(cmd, FailureInfo("error"), msg.status, msg.payload, now)
+            elif type(msg) is m.Retiring:
+                slot.retiring = True
+                logger.debug("worker {} retiring: {}", slot.index, msg.reason)
+            elif type(msg) is m.InitFailed:
+                self.broken = msg.message
+                logger.error("worker initializer failed: {}", msg.message)
+
+    def finish(self, cmd: Command, status: int, payload: bytes) -> None:
+        del self.commands[cmd.sub.id]
+        self.stats_counts["completed" if status == m.OK else "failed"] += 1
+        self.pending_out.append(self.enc.encode(m.Outcome(cmd.sub.id, status, payload, cmd.attempts)))
+
+    def finish_error(self, cmd: Command, error: str, message: str, **fields: Any) -> None:
+        self.finish(cmd, m.ERROR, self.enc.encode(m.ErrorInfo(error, message, fields)))
+
+    def failed(self, cmd: Command, info: FailureInfo, status: int, payload: bytes, now: float) -> None:
+        """One attempt failed: retry after the policy's delay, or report the final failure."""
+        self.sched.finished(cmd.item, now, False)
+        policy = self.lane_retry[cmd.sub.lane]
+        if cmd.sub.max_retries is not None:
+            policy = msgspec.structs.replace(policy, max_retries=cmd.sub.max_retries)
+        delay = None if (cmd.cancelled or self.cancel_on_shutdown) else policy.decide(cmd.attempts, info, self.rng)
+        if delay is None:
+            self.finish(cmd, status, payload)
+            return
+        self.stats_counts["retried"] += 1
+        cmd.state = BACKOFF
+        cmd.worker = -1
+        heapq.heappush(self.timers, (now + delay, cmd.sub.id))
+
+    def run_timers(self, now: float) -> None:
+        while self.timers and self.timers[0][0] <= now:
+            _, cid = heapq.heappop(self.timers)
+            cmd = self.commands.get(cid)
+            if cmd is None or cmd.state != BACKOFF:
+                continue
+            sub = cmd.sub
+            item = SchedItem(sub.id, sub.lane, sub.priority, now, sub.deadline, sub.cost, sub.tenant, cmd.item.partition)
+            item.ref = cmd
+            cmd.item = item
+            cmd.state = PENDING
+            try:
+                self.sched.enqueue(item, now)
+            except Exception as exc:
+                self.finish_error(cmd, type(exc).__name__, str(exc))
+        for item in self.sched.expire(now):
+            cmd = item.ref
+            self.finish_error(cmd, "DeadlineExceeded", f"command {cmd.sub.id} was not started before its deadline")
+
+    # ---- dispatch ----------------------------------------------------------------------------
+    def dispatch(self, now: float) -> bool:
+        depth = max(1, min(MAX_PREFETCH, int(PREFETCH_BUDGET_S / max(self.ewma, 1e-7))))
+        free = [0 if (w.dead or w.retiring) else max(0, depth - len(w.assigned)) for w in self.workers]
+        if not any(free) or not self.sched.pending():
+            return False
+        picked = self.sched.pick(now, free)
+        if not picked:
+            return False
+        touched: set[int] = set()
+        for item, widx in picked:
+            cmd: Command = item.ref
+            slot = self.workers[widx]
+            cmd.state = ASSIGNED
+            cmd.worker = widx
+            cmd.attempts += 1
+            cmd.dispatched_at = now
+            sub = cmd.sub
+            data = self.enc.encode(m.Run(sub.id, sub.fn, sub.payload, sub.chunk, cmd.attempts))
+            slot.assigned[sub.id] = cmd
+            self.put_worker(slot, data)
+            touched.add(widx)
+        for widx in touched:
+            slot = self.workers[widx]
+            slot.writer.publish()
+            fence()
+            slot.wake()
+        return True
+
+    def put_worker(self, slot: WorkerSlot, data: bytes) -> None:
+        while not slot.writer.put(0, data):
+            # The ring holds far more than MAX_PREFETCH commands; only giant payloads get here.
+            slot.writer.publish()
+            fence()
+            slot.wake()
+            time.sleep(0.0001)
+            if not slot.process.is_alive():
+                raise _WorkerGone(slot)
+
+    def send_worker(self, slot: WorkerSlot, data: bytes) -> None:
+        try:
+            self.put_worker(slot, data)
+        except _WorkerGone:
+            return
+        slot.writer.publish()
+        fence()
+        slot.wake()
+
+    def flush_outbox(self) -> bool:
+        if not self.pending_out:
+            return False
+        out = self.outbox
+        pending = self.pending_out
+        i = 0
+        while i < len(pending):
+            if out.put(0, pending[i]):
+                i += 1
+                continue
+            out.publish()
+            self.wake_caller()
+            time.sleep(0.0001)  # the caller's result thread is behind
+            if self.parent_dead():
+                break
+        out.publish()
+        self.pending_out = []
+        self.wake_caller()
+        return True
+
+    def wake_caller(self) -> None:
+        fence()
+        if self.outbox.consumer_waiting:
+            self.outbox.clear_waiting()
+            ring_fd(self.caller_bell_w)
+
+    # ---- workers -----------------------------------------------------------------------------
+    def check_timeouts(self, now: float) -> float | None:
+        """Kill workers whose running command is over time; the next time to look again."""
+        nxt = None
+        now_ns = time.monotonic_ns()
+        for slot in self.workers:
+            if slot.dead or not slot.assigned or slot.kill_reason:
+                continue
+            cid, start_ns = slot.running()
+            cmd = slot.assigned.get(cid) if cid else None
+            if cmd is not None and start_ns:
+                limit = cmd.sub.timeout or self.lane_timeout[cmd.sub.lane]
+                if limit is not None:
+                    due = start_ns / 1e9 + limit
+                    if now_ns / 1e9 >= due:
+                        slot.kill_reason = ("timeout", cid)
+                        logger.debug("command {} timed out after {}s on worker {}", cid, limit, slot.pid)
+                        slot.kill_tree()
+                        continue
+                    nxt = due if nxt is None else min(nxt, due)
+            if any((c.sub.timeout or self.lane_timeout[c.sub.lane]) for c in slot.assigned.values()):
+                poll = now + TIMEOUT_POLL_S
+                nxt = poll if nxt is None else min(nxt, poll)
+        return nxt
+
+    def reap(self, now: float, dead_fds: set[int] | None = None) -> None:
+        for i, slot in enumerate(self.workers):
+            if slot.dead:
+                continue
+            if dead_fds is not None and slot.sentinel not in dead_fds:
+                continue
+            if slot.process.exitcode is None and not (dead_fds and slot.sentinel in dead_fds):
+                continue
+            slot.process.join(1.0)
+            if slot.process.exitcode is None:
+                continue
+            self.worker_exited(slot, now)
+            if not (self.shutting_down and not self.commands) and self.broken is None:
+                self.workers[i] = self.sup.start(i)
+
+    def worker_exited(self, slot: WorkerSlot, now: float) -> None:
+        """The one crash transition: blame the running command, re-queue the unstarted ones."""
+        records = slot.reader.read_all()  # outcomes written before it died are real
+        if records:
+            self.process_worker_records(slot, records, now)
+        cid, _ = slot.running()
+        exitcode, signame = describe_exit(slot.process.exitcode)
+        planned = slot.retiring and slot.kill_reason is None
+        if slot.kill_reason is not None:
+            kind, cid = slot.kill_reason
+        else:
+            kind = "retired" if planned else "crashed"
+        if kind == "crashed":
+            self.stats_counts["crashes"] += 1
+        logger.debug("worker {} pid={} exited ({}) code={} signal={}", slot.index, slot.pid, kind, exitcode, signame)
+        for cmd in list(slot.assigned.values()):
+            if cmd.sub.id == cid and kind != "retired" and kind != "terminate":
+                if kind == "timeout":
+                    self.stats_counts["timeouts"] += 1
+                    limit = cmd.sub.timeout or self.lane_timeout[cmd.sub.lane]
+                    payload = self.enc.encode(m.ErrorInfo(
+                        "TaskTimeout", f"command {cid} ({cmd.sub.fn}) exceeded its timeout of {limit}s; "
+                        f"worker pid {slot.pid} was killed", {"timeout": limit, "command_id": cid, "pid": slot.pid},
+                    ))
+                    self.failed(cmd, FailureInfo("timeout"), m.ERROR, payload, now)
+                elif kind == "cancel":
+                    self.sched.finished(cmd.item, now, False)
+                    self.finish_error(cmd, "CancelledError", "cancelled while running; its worker was killed")
+                else:
+                    what = f"signal {signame}" if signame else f"exit code {exitcode}"
+                    payload = self.enc.encode(m.ErrorInfo(
+                        "WorkerCrashed",
+                        f"worker pid {slot.pid} died ({what}) while running command {cid} ({cmd.sub.fn})",
+                        {"pid": slot.pid, "exitcode": exitcode, "signal_name": signame, "command_id": cid},
+                    ))
+                    self.failed(cmd, FailureInfo("crashed", (), what), m.ERROR, payload, now)
+            elif kind == "terminate":
+                self.sched.finished(cmd.item, now, False)
+                self.finish_error(cmd, "CancelledError", "pool terminated")
+            else:
+                # Never started: back to the queue, not a failed attempt.
+                cmd.attempts -= 1
+                cmd.state = PENDING
+                cmd.worker = -1
+                self.sched.requeue(cmd.item, now)
+        slot.assigned.clear()
+        self.sup.discard(slot)
+
+    def parent_dead(self) -> bool:
+        fd = self.parent_sentinel
+        return fd is not None and bool(select.select([fd], [], [], 0)[0])
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def refresh_poller(self) -> None:
+        want = {self.bell_r} | {w.sentinel for w in self.workers if not w.dead}
+        if self.parent_sentinel is not None:
+            want.add(self.parent_sentinel)
+        for fd in self._poll_fds - want:
+            self.poller.unregister(fd)
+        for fd in want - self._poll_fds:
+            self.poller.register(fd, select.POLLIN)
+        self._poll_fds = want
+
+    def inputs_ready(self) -> bool:
+        return self.intake.has_data() or any(w.reader.has_data() for w in self.workers if not w.dead)
+
+    def run(self, startup: Connection) -> None:
+        hello = m.Hello(m.PROTOCOL_VERSION, self.submit_ring.segment.name, self.result_ring.segment.name,
+                        [w.pid for w in self.workers])
+        startup.send_bytes(self.enc.encode(hello))
+        startup.close()
+        words = self.control.words
+        last_busy = 0.0
+        while True:
+            now = time.monotonic()
+            busy = self.handle_intake(now)
+            busy |= self.handle_results(now)
+            if self.timers or busy:
+                self.run_timers(now)
+            busy |= self.dispatch(now)
+            self.flush_outbox()
+            if now - self._last_sentinel_check > SENTINEL_CHECK_S:
+                self._last_sentinel_check = now
+                if any(w.process.exitcode is not None for w in self.workers if not w.dead):
+                    self.reap(now)
+                if self.parent_dead():
+                    return self.exit("caller process died")
+            if self.broken is not None:
+                return self.exit(self.broken, broken=True)
+            if self.shutting_down and not self.commands:
+                return self.exit("shutdown")
+            if busy:
+                last_busy = now
+                continue
+            if now - last_busy < SPIN_S and (self.commands or self.intake.has_data()):
+                os.sched_yield()
+                continue
+            # Nothing moved: go to sleep (the handshake is in ipc/doorbell.py).
+            wake_at = self.sched.next_wakeup(now)
+            if self.timers:
+                t = self.timers[0][0]
+                wake_at = t if wake_at is None else min(wake_at, t)
+            t_to = self.check_timeouts(now)
+            if t_to is not None:
+                wake_at = t_to if wake_at is None else min(wake_at, t_to)
+            timeout = BACKSTOP_S if wake_at is None else max(0.0, min(BACKSTOP_S, wake_at - now))
+            words[COORD_WAITING] = 1
+            fence()
+            if not self.inputs_ready():
+                self.refresh_poller()
+                events = self.poller.poll(timeout * 1000)
+                dead = {fd for fd, _ in events if fd != self.bell_r}
+                drain_fd(self.bell_r)
+                words[COORD_WAITING] = 0
+                if dead:
+                    if self.parent_sentinel in dead:
+                        return self.exit("caller process died")
+                    self.reap(time.monotonic(), dead)
+                self.run_timers(time.monotonic())
+            words[COORD_WAITING] = 0
+
+    def exit(self, reason: str, broken: bool = False) -> None:
+        logger.debug("coordinator exiting: {}", reason)
+        self.control.words[STATE] = 2 if broken else 1
+        if broken:
+            for cmd in list(self.commands.values()):
+                self.finish_error(cmd, "BrokenPool", f"pool is broken: {reason}")
+        for slot in self.workers:
+            if not slot.dead:
+                self.send_worker(slot, self.enc.encode(m.Stop(reason)))
+        deadline = time.monotonic() + STOP_GRACE_S
+        for slot in self.workers:
+            if slot.dead:
+                continue
+            slot.process.join(max(0.0, deadline - time.monotonic()))
+            if slot.process.exitcode is None:
+                slot.kill_tree()
+                slot.process.join(1.0)
+            self.sup.discard(slot)
+        self.pending_out.append(self.enc.encode(m.Bye(reason)))
+        if not self.parent_dead():
+            self.flush_outbox()
+
+
+class _WorkerGone(Exception):
+    def __init__(self, slot: WorkerSlot) -> None:
+        self.slot = slot
+
+
+def coordinator_main(
+    cfg: CoordinatorConfig,
+    startup: Connection,
+    bell_r: Connection,
+    bell_w: Connection,
+    caller_bell_w: Connection,
+    initializer: Any,
+    initargs: tuple,
+) -> None:
+    """Process entry point. Whatever happens, every segment of the pool is gone at the end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the caller
+    rfd, wfd, cfd = bell_r.fileno(), bell_w.fileno(), caller_bell_w.fileno()
+    for fd in (rfd, wfd, cfd):
+        os.set_blocking(fd, False)
+    coord = None
+    code = 0
+    try:
+        coord = Coordinator(cfg, rfd, wfd, cfd, initializer, initargs)
+        coord.run(startup)
+    except BaseException as exc:  # report, then fall through to cleanup: nothing may leak
+        code = 1
+        logger.exception("coordinator failed: {!r}", exc)
+        try:
+            startup.send_bytes(msgspec.msgpack.encode(m.Bye(f"coordinator failed: {exc!r}")))
+        except (OSError, ValueError):
+            pass
+        if coord is not None:
+            for slot in coord.workers:
+                slot.kill_tree()
+    finally:
+        if coord is not None:
+            for slot in coord.workers:
+                if not slot.dead:
+                    slot.kill_tree()
+        # Blocks in the caller's hands stay mapped there; unlinking only removes the names.
+        sweep(f"lmp_{cfg.token}_")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
