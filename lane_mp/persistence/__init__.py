@@ -21,18 +21,16 @@ from .sqlite import SQLiteStorage
 from .storage import Storage
 
 __all__ = [
-    # protocol and backends
-    "Storage",
-    "SQLiteStorage",
-    "MemoryStorage",
-    "MemoryStore",
-    # records
-    "StoredCommand",
+    "FINAL_STATUSES",
+    "LIVE_STATUSES",
+    "STATUSES",
     "DeadLetter",
     "MailboxEntry",
+    "MemoryStorage",
+    "MemoryStore",
     "QuarantinedRow",
     "RecoveryResult",
-    "STATUSES",
-    "LIVE_STATUSES",
-    "FINAL_STATUSES",
+    "SQLiteStorage",
+    "Storage",
+    "StoredCommand",
 ]

@@ -23,18 +23,19 @@ import msgspec
 
 from lane_mp.errors import CorruptRecord, StorageError
 
+from .records import DeadLetter
 from .rows import integrity
 from .sqlite import SQLiteStorage
 
 __all__ = [
-    "pending",
-    "dlq_list",
     "dlq_clear",
+    "dlq_list",
     "dlq_replay",
-    "mailbox_list",
-    "mailbox_fetch",
-    "storage_stats",
     "format_table",
+    "mailbox_fetch",
+    "mailbox_list",
+    "pending",
+    "storage_stats",
     "to_json",
 ]
 
@@ -55,8 +56,9 @@ def _opened(path: str | os.PathLike[str], key: bytes | None = None) -> Iterator[
         store.close()
 
 
-def _checked(rows: list[dict[str, Any]], blob: str, *, extra: str | None = None,
-             nullable: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+def _checked(
+    rows: list[dict[str, Any]], blob: str, *, extra: str | None = None, nullable: bool = False
+) -> list[dict[str, Any]]:
     """Replace the raw blob columns by their size and an integrity verdict (metadata decoded)."""
     for row in rows:
         stored, digest = row.pop(blob), row.pop("checksum")
@@ -121,12 +123,13 @@ def dlq_replay(
 
     Nothing runs them here: the next pool that opens the file recovers them like any pending
     command. Moved in one transaction, so a letter is never both dead and pending after a crash.
-    Returns the ids moved (ids that were not dead letters are skipped).
+    Returns the ids moved; ids that are not dead letters are skipped, and so are corrupt letters
+    (quarantined by the attempt, like the coordinator would).
     """
     moved: list[int] = []
     with _opened(path, encryption_key) as store:
         if ids is None:
-            letters = []
+            letters: list[DeadLetter] = []
             while page := store.list_dead_letters(_REPLAY_PAGE, len(letters)):
                 letters.extend(page)
             ids = [letter.id for letter in letters]
@@ -216,8 +219,12 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [[_cell(col, row.get(col)) for col in columns] for row in rows]
     widths = [max([len(col)] + [len(line[i]) for line in cells]) for i, col in enumerate(columns)]
     numeric = [
-        bool(rows) and all(isinstance(r.get(col), int) and not isinstance(r.get(col), bool)
-                           for r in rows if r.get(col) is not None)  # fmt: skip
+        bool(rows)
+        and all(
+            isinstance(r.get(col), int) and not isinstance(r.get(col), bool)
+            for r in rows
+            if r.get(col) is not None
+        )
         for col in columns
     ]
 

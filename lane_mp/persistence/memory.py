@@ -28,7 +28,7 @@ from .records import (
     check_status,
 )
 
-__all__ = ["MemoryStore", "MemoryStorage"]
+__all__ = ["MemoryStorage", "MemoryStore"]
 
 
 class MemoryStore(msgspec.Struct):

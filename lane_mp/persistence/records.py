@@ -21,16 +21,16 @@ import msgspec
 from lane_mp.errors import ConfigError
 
 __all__ = [
-    "check_status",
-    "STATUSES",
-    "LIVE_STATUSES",
     "FINAL_STATUSES",
+    "LIVE_STATUSES",
     "MAILBOX_STATUSES",
-    "StoredCommand",
+    "STATUSES",
     "DeadLetter",
     "MailboxEntry",
     "QuarantinedRow",
     "RecoveryResult",
+    "StoredCommand",
+    "check_status",
 ]
 
 # "running" is live on purpose: a command in flight when the coordinator died must be run again

@@ -8,7 +8,6 @@ and the caller quarantines the row. Nothing here touches the connection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -21,10 +20,10 @@ from .sealing import Sealer, aad, checksum
 __all__ = [
     "COMMAND_COLUMNS",
     "DEAD_LETTER_COLUMNS",
-    "MAILBOX_COLUMNS",
     "KIND_COMMAND",
     "KIND_DEAD_LETTER",
     "KIND_MAILBOX",
+    "MAILBOX_COLUMNS",
     "RowCodec",
     "integrity",
 ]
@@ -39,14 +38,22 @@ COMMAND_COLUMNS: Final = _CMD_FIELDS[:4] + ("codec", "checksum") + _CMD_FIELDS[4
 _DL_EXTRA: Final = ("error_type", "error_message", "traceback", "failed_at")
 DEAD_LETTER_COLUMNS: Final = COMMAND_COLUMNS + _DL_EXTRA
 MAILBOX_COLUMNS: Final = (
-    "command_id", "tenant", "status", "result", "codec", "checksum", "error", "finished_at", "fetched"
-)  # fmt: skip
+    "command_id",
+    "tenant",
+    "status",
+    "result",
+    "codec",
+    "checksum",
+    "error",
+    "finished_at",
+    "fetched",
+)
 
 _R = TypeVar("_R", StoredCommand, DeadLetter)
 
 
 def integrity(stored: Any, expected: Any, extra: Any = None, *, nullable: bool = False) -> str:
-    """"ok", or why the stored bytes cannot be trusted. Needs no key: used by inspection too."""
+    """Return "ok", or why the stored bytes cannot be trusted. Needs no key: inspection uses it too."""
     if stored is None:
         if not nullable:
             return "payload missing"
@@ -74,21 +81,41 @@ class RowCodec:
         try:
             meta = None if rec.metadata is None else self._meta_encoder.encode(rec.metadata)
         except (TypeError, msgspec.EncodeError) as exc:
-            raise EncodeError(f"metadata of command {rec.id} cannot be stored: {exc}", command_id=rec.id) from exc
+            raise EncodeError(
+                f"metadata of command {rec.id} cannot be stored: {exc}", command_id=rec.id
+            ) from exc
         stored, flags = self.sealer.seal(rec.payload, aad(kind, rec.id))
         return (
-            rec.id, rec.lane, rec.fn, stored, flags, checksum(stored, meta), rec.priority, rec.cost,
-            rec.tenant, rec.deadline, rec.attempts, rec.max_attempts, rec.status, rec.created_at,
-            rec.updated_at, rec.correlation_id, meta, int(rec.mailbox),
-        )  # fmt: skip
+            rec.id,
+            rec.lane,
+            rec.fn,
+            stored,
+            flags,
+            checksum(stored, meta),
+            rec.priority,
+            rec.cost,
+            rec.tenant,
+            rec.deadline,
+            rec.attempts,
+            rec.max_attempts,
+            rec.status,
+            rec.created_at,
+            rec.updated_at,
+            rec.correlation_id,
+            meta,
+            int(rec.mailbox),
+        )
 
     def command_params(self, cmd: StoredCommand) -> tuple[Any, ...]:
         return self._seal_command(cmd, KIND_COMMAND)
 
     def dead_letter_params(self, letter: DeadLetter) -> tuple[Any, ...]:
         return self._seal_command(letter, KIND_DEAD_LETTER) + (
-            letter.error_type, letter.error_message, letter.traceback, letter.failed_at,
-        )  # fmt: skip
+            letter.error_type,
+            letter.error_message,
+            letter.traceback,
+            letter.failed_at,
+        )
 
     def mailbox_params(self, entry: MailboxEntry) -> tuple[Any, ...]:
         if entry.result is None:
@@ -98,13 +125,20 @@ class RowCodec:
             stored, flags = self.sealer.seal(entry.result, aad(KIND_MAILBOX, entry.command_id))
             digest = checksum(stored)
         return (
-            entry.command_id, entry.tenant, entry.status, stored, flags, digest, entry.error,
-            entry.finished_at, int(entry.fetched),
-        )  # fmt: skip
+            entry.command_id,
+            entry.tenant,
+            entry.status,
+            stored,
+            flags,
+            digest,
+            entry.error,
+            entry.finished_at,
+            int(entry.fetched),
+        )
 
     # -- from rows ---------------------------------------------------------------------------
 
-    def _open_command(self, row: Sequence[Any], kind: bytes, cls: type[_R], width: int) -> _R:
+    def _open_command(self, row: tuple[Any, ...], kind: bytes, cls: type[_R], width: int) -> _R:
         row_id, stored, flags, digest, meta = row[0], row[3], row[4], row[5], row[16]
         reason = integrity(stored, digest, meta)
         if reason != "ok":
@@ -126,13 +160,13 @@ class RowCodec:
         except msgspec.ValidationError as exc:
             raise CorruptRecord(f"bad field: {exc}", reason="bad field", row_id=row_id) from exc
 
-    def command(self, row: Sequence[Any]) -> StoredCommand:
+    def command(self, row: tuple[Any, ...]) -> StoredCommand:
         return self._open_command(row, KIND_COMMAND, StoredCommand, len(COMMAND_COLUMNS))
 
-    def dead_letter(self, row: Sequence[Any]) -> DeadLetter:
+    def dead_letter(self, row: tuple[Any, ...]) -> DeadLetter:
         return self._open_command(row, KIND_DEAD_LETTER, DeadLetter, len(DEAD_LETTER_COLUMNS))
 
-    def mailbox(self, row: Sequence[Any]) -> MailboxEntry:
+    def mailbox(self, row: tuple[Any, ...]) -> MailboxEntry:
         command_id, stored, flags, digest = row[0], row[3], row[4], row[5]
         reason = integrity(stored, digest, nullable=True)
         if reason != "ok":

@@ -22,7 +22,7 @@ from typing import Final
 
 from lane_mp.errors import StorageError
 
-__all__ = ["CURRENT_VERSION", "MIGRATIONS", "read_version", "migrate"]
+__all__ = ["CURRENT_VERSION", "MIGRATIONS", "migrate", "read_version"]
 
 _COMMAND_COLUMNS: Final = """
     id             INTEGER PRIMARY KEY,

@@ -26,7 +26,7 @@ import xxhash
 
 from lane_mp.errors import ConfigError, CorruptRecord, WrongKey
 
-__all__ = ["FLAG_ZLIB", "FLAG_AESGCM", "KEY_BYTES", "Sealer", "aad", "checksum"]
+__all__ = ["FLAG_AESGCM", "FLAG_ZLIB", "KEY_BYTES", "Sealer", "aad", "checksum"]
 
 FLAG_ZLIB: Final = 1
 FLAG_AESGCM: Final = 2
@@ -78,11 +78,10 @@ class Sealer:
     """
 
     def __init__(self, *, compression: bool, key: bytes | None) -> None:
-        if key is not None:
-            if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_BYTES:
-                raise ConfigError(
-                    f"encryption_key must be exactly {KEY_BYTES} bytes (AES-256-GCM)", field="encryption_key"
-                )
+        if key is not None and (not isinstance(key, (bytes, bytearray)) or len(key) != KEY_BYTES):
+            raise ConfigError(
+                f"encryption_key must be exactly {KEY_BYTES} bytes (AES-256-GCM)", field="encryption_key"
+            )
         self.compression = compression
         self._cipher = _aesgcm(bytes(key)) if key is not None else None
         self.locked = False
@@ -97,7 +96,8 @@ class Sealer:
         """A small token only the right key opens; stored once per file (see ``verify_key_check``)."""
         assert self._cipher is not None
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._cipher.encrypt(nonce, _KEY_CHECK_PLAINTEXT, _KEY_CHECK_AAD)
+        token: bytes = nonce + self._cipher.encrypt(nonce, _KEY_CHECK_PLAINTEXT, _KEY_CHECK_AAD)
+        return token
 
     def verify_key_check(self, token: bytes | None) -> None:
         """Fail at open, once, with :class:`WrongKey` rather than row after row during recovery."""
@@ -157,5 +157,7 @@ class Sealer:
             try:
                 out = zlib.decompress(out)
             except zlib.error as exc:
-                raise CorruptRecord(f"compressed payload does not inflate: {exc}", reason="decompress") from exc
+                raise CorruptRecord(
+                    f"compressed payload does not inflate: {exc}", reason="decompress"
+                ) from exc
         return out

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import msgspec
 
@@ -44,7 +44,7 @@ from .rows import COMMAND_COLUMNS, DEAD_LETTER_COLUMNS, MAILBOX_COLUMNS, RowCode
 from .schema import migrate, read_version
 from .sealing import Sealer
 
-__all__ = ["SQLiteStorage", "SYNCHRONOUS_MODES"]
+__all__ = ["SYNCHRONOUS_MODES", "SQLiteStorage"]
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 # How long a statement waits for another connection's lock (the CLI clearing the DLQ, a second
@@ -79,8 +79,9 @@ class SQLiteStorage:
     ) -> None:
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
-            raise ConfigError(f"synchronous must be one of {SYNCHRONOUS_MODES}; got {synchronous!r}",
-                              field="synchronous")  # fmt: skip
+            raise ConfigError(
+                f"synchronous must be one of {SYNCHRONOUS_MODES}; got {synchronous!r}", field="synchronous"
+            )
         self.path = Path(path)
         self.synchronous = mode
         self.metadata_only = metadata_only
@@ -122,8 +123,10 @@ class SQLiteStorage:
             raise WrongKey(f"{self.path} is encrypted: pass encryption_key to open it")
         if token is None and self._sealer.encrypting:
             # First key for this file: from now on a different key is refused at open.
-            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?)",
-                         (self._sealer.make_key_check(),))  # fmt: skip
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?)",
+                (self._sealer.make_key_check(),),
+            )
             again = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
             self._sealer.verify_key_check(again[0])  # another opener may have won the race
 
@@ -140,7 +143,7 @@ class SQLiteStorage:
             conn.close()
             raise StorageError(f"closing {self.path} failed: {exc}", path=str(self.path)) from exc
 
-    def __enter__(self) -> SQLiteStorage:
+    def __enter__(self) -> Self:
         self.open()
         return self
 
@@ -315,7 +318,9 @@ class SQLiteStorage:
 
     def fetch_mailbox(self, command_id: int, *, mark_fetched: bool = True) -> MailboxEntry | None:
         with self._sql("fetch_mailbox") as conn:
-            row = conn.execute(f"SELECT {_MB_COLS} FROM mailbox WHERE command_id = ?", (command_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_MB_COLS} FROM mailbox WHERE command_id = ?", (command_id,)
+            ).fetchone()
         if row is None:
             return None
         try:
@@ -394,4 +399,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-

@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .records import DeadLetter, MailboxEntry, RecoveryResult, StoredCommand
 
-__all__ = ["Storage", "MemoryStorage", "SQLiteStorage"]
+__all__ = ["MemoryStorage", "SQLiteStorage", "Storage"]
 
 
 @runtime_checkable
@@ -83,5 +83,5 @@ class Storage(Protocol):
 
 
 # Imported last: the implementations depend on records only, and users import them from here.
-from .memory import MemoryStorage  # noqa: E402
-from .sqlite import SQLiteStorage  # noqa: E402
+from .memory import MemoryStorage
+from .sqlite import SQLiteStorage

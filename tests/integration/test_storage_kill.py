@@ -44,11 +44,19 @@ def _writer(path: str, opts: dict[str, Any], start: int, progress: Any) -> None:
     batch = start
     while batch < start + 100_000:  # a bound so a lost child ends by itself
         first = batch * BATCH
-        store.save_batch([
-            StoredCommand(id=first + i, lane="bulk", fn="jobs:work", payload=_payload(first + i),
-                          correlation_id=f"b{batch}", metadata={"batch": batch})
-            for i in range(BATCH)
-        ])  # fmt: skip
+        store.save_batch(
+            [
+                StoredCommand(
+                    id=first + i,
+                    lane="bulk",
+                    fn="jobs:work",
+                    payload=_payload(first + i),
+                    correlation_id=f"b{batch}",
+                    metadata={"batch": batch},
+                )
+                for i in range(BATCH)
+            ]
+        )
         if batch >= 2:
             store.mark_batch([((batch - 2) * BATCH + i, "done", 1) for i in range(BATCH)])
         store.commit()

@@ -28,22 +28,36 @@ KEY = bytes(range(32))
 
 
 def cmd(i: int, **kw: Any) -> StoredCommand:
-    base: dict[str, Any] = dict(id=i, lane="query", fn="tests.jobs:work", payload=b"args-%d" % i,
-                                created_at=1000.0 + i, updated_at=1000.0 + i)  # fmt: skip
+    base: dict[str, Any] = {
+        "id": i,
+        "lane": "query",
+        "fn": "tests.jobs:work",
+        "payload": b"args-%d" % i,
+        "created_at": 1000.0 + i,
+        "updated_at": 1000.0 + i,
+    }
     base.update(kw)
     return StoredCommand(**base)
 
 
 def letter(i: int, failed_at: float | None = None) -> DeadLetter:
     return DeadLetter.from_command(
-        cmd(i, attempts=3), error_type="ValueError", error_message=f"bad {i}",
-        traceback="Traceback...\nValueError", failed_at=2000.0 + i if failed_at is None else failed_at,
-    )  # fmt: skip
+        cmd(i, attempts=3),
+        error_type="ValueError",
+        error_message=f"bad {i}",
+        traceback="Traceback...\nValueError",
+        failed_at=2000.0 + i if failed_at is None else failed_at,
+    )
 
 
 def entry(i: int, tenant: str | None = "acme", **kw: Any) -> MailboxEntry:
-    base: dict[str, Any] = dict(command_id=i, tenant=tenant, status="ok", result=b"r%d" % i,
-                                finished_at=3000.0 + i)  # fmt: skip
+    base: dict[str, Any] = {
+        "command_id": i,
+        "tenant": tenant,
+        "status": "ok",
+        "result": b"r%d" % i,
+        "finished_at": 3000.0 + i,
+    }
     base.update(kw)
     return MailboxEntry(**base)
 
@@ -116,8 +130,18 @@ def test_round_trip_and_reopen(backend: Backend) -> None:
     store = backend.new()
     cmds = [
         cmd(1),
-        cmd(2, payload=b"", tenant="t", deadline=5.5, max_attempts=4, correlation_id="c-2",
-            metadata={"k": [1, 2], "s": "x"}, mailbox=True, priority=0, cost=7),  # fmt: skip
+        cmd(
+            2,
+            payload=b"",
+            tenant="t",
+            deadline=5.5,
+            max_attempts=4,
+            correlation_id="c-2",
+            metadata={"k": [1, 2], "s": "x"},
+            mailbox=True,
+            priority=0,
+            cost=7,
+        ),
         cmd(3, status="running", attempts=2),
     ]
     store.save_batch(cmds)
@@ -142,8 +166,16 @@ def test_uncommitted_writes_are_lost_on_crash(backend: Backend) -> None:
 def test_mark_batch_live_and_final(backend: Backend) -> None:
     store = backend.new()
     store.save_batch([cmd(i) for i in range(1, 6)])
-    store.mark_batch([(1, "running", 1), (2, "done", 1), (3, "dead", 3), (4, "running", 1),
-                      (4, "done", 1), (99, "done", 1)])  # fmt: skip
+    store.mark_batch(
+        [
+            (1, "running", 1),
+            (2, "done", 1),
+            (3, "dead", 3),
+            (4, "running", 1),
+            (4, "done", 1),
+            (99, "done", 1),
+        ]
+    )
     store.commit()
     store = backend.reopen(store)
     pending = store.load_pending().commands
@@ -197,8 +229,13 @@ def test_dead_letters_persist_list_pop_clear(backend: Backend) -> None:
 
 def test_mailbox_fetch_list_cleanup(backend: Backend) -> None:
     store = backend.new()
-    store.put_mailbox([entry(1), entry(2, tenant="other"),
-                       entry(3, status="error", result=None, error="boom", finished_at=100.0)])  # fmt: skip
+    store.put_mailbox(
+        [
+            entry(1),
+            entry(2, tenant="other"),
+            entry(3, status="error", result=None, error="boom", finished_at=100.0),
+        ]
+    )
     store.commit()
     assert store.fetch_mailbox(42) is None
     got = store.fetch_mailbox(1)
@@ -266,8 +303,10 @@ def test_wal_mode_and_readers_see_only_commits(db: SQLiteStorage) -> None:
 
 def test_failed_write_rolls_back_the_turn(db: SQLiteStorage) -> None:
     side = raw(db.path)
-    side.execute("CREATE TRIGGER refuse BEFORE INSERT ON commands WHEN NEW.lane = 'boom' "
-                 "BEGIN SELECT RAISE(ABORT, 'refused'); END")  # fmt: skip
+    side.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON commands WHEN NEW.lane = 'boom' "
+        "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
     side.close()
     db.save_batch([cmd(1)])
     with pytest.raises(StorageError) as info:
@@ -283,7 +322,7 @@ def test_wrong_thread_and_not_a_database(tmp_path: Path, db: SQLiteStorage) -> N
     def other() -> None:
         try:
             db.save_batch([cmd(1)])
-        except BaseException as exc:
+        except StorageError as exc:
             errors.append(exc)
 
     t = threading.Thread(target=other)
@@ -393,9 +432,12 @@ def test_flipped_and_truncated_payloads_are_quarantined(tmp_path: Path) -> None:
     result = store.load_pending()
     assert [c.id for c in result.commands] == [1, 2, 4, 9, 10]
     assert {(q.row_id, q.reason) for q in result.quarantined} == {
-        (3, "checksum mismatch"), (5, "checksum mismatch"), (6, "payload missing"),
-        (7, "checksum mismatch"), (8, "bad field"),
-    }  # fmt: skip
+        (3, "checksum mismatch"),
+        (5, "checksum mismatch"),
+        (6, "payload missing"),
+        (7, "checksum mismatch"),
+        (8, "bad field"),
+    }
     assert result.quarantined_count == 5 and store.stats()["quarantined"] == 5
     store.close()
     store.open()  # quarantine is durable and reported once
@@ -415,7 +457,9 @@ def test_tampering_behind_a_valid_checksum_is_caught(tmp_path: Path, opts: dict[
     middle = len(payload) // 2
     forged = payload[:middle] + bytes([payload[middle] ^ 0x55]) + payload[middle + 1 :]
     meta = side.execute("SELECT metadata FROM commands WHERE id = 2").fetchone()[0]
-    side.execute("UPDATE commands SET payload = ?, checksum = ? WHERE id = 2", (forged, checksum(forged, meta)))
+    side.execute(
+        "UPDATE commands SET payload = ?, checksum = ? WHERE id = 2", (forged, checksum(forged, meta))
+    )
     side.close()
     store = SQLiteStorage(path, **opts)
     store.open()
