@@ -1,0 +1,437 @@
+"""``Consumer``: read every message of a topic, in order, at this consumer's own position.
+
+Reading takes no lock. The consumer loads ``head_pos``, copies the records before it, then
+reloads ``tail_pos``: a record that starts before the tail may have been overwritten while it was
+copied (only possible under ``drop_slowest``, or after this consumer was removed), so the batch is
+thrown away and reading restarts at the tail. The sequence gap that leaves is exactly what was
+lost, and it is reported on the next message (``Message.lost``) and in ``Consumer.lost``.
+
+Positions and commits: the *cursor* is where the next read starts (``position`` is its sequence
+number); the *committed* position in the shared slot is what retention respects and where a
+consumer with the same id resumes. With ``auto_commit`` (default) a copying read commits as soon as
+it has copied; a ``copy=False`` read commits at the start of the next read/commit instead, which
+is what keeps its views valid until then. With ``auto_commit=False`` only :meth:`commit` moves it.
+
+Waiting (no busy spin at idle): a few hundred reloads of ``head_pos`` (~10 us) catch a message
+already on its way, then the consumer raises its ``sleeping`` flag, fences, re-checks and sleeps in
+``poll`` on its doorbell FIFO (see :mod:`lane_mp.topic.doorbell`); a publisher that sees the flag
+rings it. The spin is kept short because on two cores a long spin steals the publisher's core
+(MEASURED.md: two spinners on one core stalled up to 8 ms).
+
+Groups (:meth:`read_group`): members are copied into this process and assembled per
+``(producer_id, group_id)``; a complete group comes back as one list in member order; a message
+outside any group comes back as a one-element list. The position commits past members as they are
+read, so a consumer that restarts mid-group never completes that group; a partial group older than
+``group_timeout`` is abandoned and counted in ``abandoned_groups``. Use either ``read_group`` or the
+plain reads on one consumer, not both (plain reads do not assemble).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from lane_mp.errors import ConfigError, DecodeError, TopicClosed, TopicError
+from lane_mp.topic import layout as L
+from lane_mp.topic.doorbell import BACKSTOP_S, Doorbell, fifo_path
+from lane_mp.topic.lock import fence
+from lane_mp.topic.message import Message
+from lane_mp.topic.registry import is_alive
+
+if TYPE_CHECKING:
+    from lane_mp.topic.topic import Topic
+
+__all__ = ["Consumer", "SPIN_CHECKS"]
+
+# Reloads of head_pos before sleeping (~30 ns each): long enough to catch a publisher mid-batch,
+# short enough not to matter when two processes share a core.
+SPIN_CHECKS = 300
+_META_CACHE_MAX = 1024
+
+# Consumers open in this process, by (segment, id): one id is one reader at a time.
+_OPEN: dict[tuple[str, str], int] = {}
+
+
+class Consumer:
+    """One registered reader of a topic (not thread-safe; one thread per consumer)."""
+
+    def __init__(
+        self,
+        topic: Topic,
+        consumer_id: str,
+        start: str | int = "latest",
+        *,
+        auto_commit: bool = True,
+        group_timeout: float = 60.0,
+    ) -> None:
+        raw_id = consumer_id.encode("utf-8") if isinstance(consumer_id, str) else b""
+        if not raw_id or len(raw_id) > L.MAX_ID_BYTES:
+            raise ConfigError(f"consumer_id must be 1..{L.MAX_ID_BYTES} UTF-8 bytes", field="consumer_id")
+        if not (start in ("latest", "earliest") or (isinstance(start, int) and start >= 1)):
+            raise ConfigError(f'start must be "latest", "earliest" or a sequence >= 1: {start!r}', field="start")
+        key = (topic.segment_name, consumer_id)
+        if key in _OPEN and _OPEN[key] == os.getpid():
+            raise TopicError(f"consumer {consumer_id!r} is already open in this process", consumer_id=consumer_id)
+        self.topic = topic
+        self.consumer_id = consumer_id
+        self.auto_commit = auto_commit
+        self.group_timeout = group_timeout
+        self.lost = 0
+        self.abandoned_groups = 0
+        self.resumed = False
+        self._pid = os.getpid()
+        self._closed = True
+        log = topic._log
+        self._log = log
+        self._q = log.q
+        self._buf = topic._seg.buf
+        self._ro = self._buf.toreadonly()
+        self._cap = log.cap
+        self._base = log.base
+        self._meta: dict[bytes, tuple[str, str, str | None]] = {}
+        self._pending = False  # a copy=False batch awaits its commit
+        self._view_start = 0
+        self._min_seq = 0
+        self._groups: dict[tuple[str, str], tuple[float, list[Message | None], list[int]]] = {}
+        self._doorbell: Doorbell | None = None
+        self._register(raw_id, start)
+        _OPEN[key] = self._pid
+        self._closed = False
+
+    # -- registration -----------------------------------------------------------------------
+
+    def _register(self, raw_id: bytes, start: str | int) -> None:
+        topic, log, q = self.topic, self._log, self._q
+        slots = topic._slots
+        topic._enter(topic._lock)
+        try:
+            slot = slots.find(self.consumer_id)
+            if slot is not None:
+                state, _token, pid, pstart = slots.state(slot)
+                if state == L.SLOT_ACTIVE and pid != self._pid and is_alive(pid, pstart):
+                    raise TopicError(
+                        f"consumer {self.consumer_id!r} is in use by pid {pid}", consumer_id=self.consumer_id, pid=pid
+                    )
+                w = log.slots0 + slot * (L.SLOT_BYTES // 8)
+                cursor = max(q[w + L.S_POSITION], q[L.W_TAIL_POS])
+                expected = q[w + L.S_NEXT_SEQ]
+                self.resumed = True
+            else:
+                slot = slots.allocate(raw_id)
+                if slot is None:
+                    raise TopicError(
+                        f"consumer table of {topic.name!r} is full (max_consumers={log.max_consumers})",
+                        topic=topic.name,
+                    )
+                cursor, expected = self._start_at(start)
+            self._doorbell = Doorbell(fifo_path(topic.segment_name, slot))
+            self._token = secrets.randbits(62) | 1
+            slots.activate(slot, self._token, cursor, expected)
+        finally:
+            topic._leave(topic._lock)
+        self._slot = slot
+        w = log.slots0 + slot * (L.SLOT_BYTES // 8)
+        self._w = w
+        self._cursor = cursor
+        self._expected = expected
+
+    def _start_at(self, start: str | int) -> tuple[int, int]:
+        q = self._q
+        if start == "latest":
+            return q[L.W_HEAD_POS], q[L.W_HEAD_SEQ] + 1
+        if start == "earliest":
+            return q[L.W_TAIL_POS], q[L.W_TAIL_SEQ]
+        assert isinstance(start, int)
+        if start <= q[L.W_TAIL_SEQ]:
+            # Asked for history retention no longer has: the gap shows up as ``lost``.
+            return q[L.W_TAIL_POS], start
+        if start > q[L.W_HEAD_SEQ] + 1:
+            self._min_seq = start  # the future: skip what comes before it
+            return q[L.W_HEAD_POS], q[L.W_HEAD_SEQ] + 1
+        return self._log.find(start)
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """Sequence number of the next message this consumer will read."""
+        return self._expected
+
+    @property
+    def committed(self) -> int:
+        """The committed next sequence number (what a resumed consumer starts from)."""
+        return self._q[self._w + L.S_NEXT_SEQ]
+
+    def commit(self) -> None:
+        """Commit everything read so far: retention may reclaim it, a resume starts after it."""
+        self._check()
+        self._commit()
+
+    def _commit(self) -> None:
+        q, w = self._q, self._w
+        q[w + L.S_POSITION] = self._cursor
+        q[w + L.S_NEXT_SEQ] = self._expected
+        q[w + L.S_LAST_ACTIVE] = time.monotonic_ns()
+        self._pending = False
+
+    def view_valid(self) -> bool:
+        """False if the views of the last ``copy=False`` read may have been overwritten."""
+        return self._q[L.W_TAIL_POS] <= self._view_start and not self._closed
+
+    def _check(self) -> None:
+        if self._closed:
+            raise TopicClosed(f"consumer {self.consumer_id!r} is closed", consumer_id=self.consumer_id)
+        if self._pid != os.getpid():
+            raise TopicError("a consumer belongs to the process that opened it; open another after fork")
+        if self._q[self._w + L.S_TOKEN] != self._token:
+            raise TopicError(
+                f"consumer {self.consumer_id!r} was removed from topic {self.topic.name!r}",
+                consumer_id=self.consumer_id,
+                reason="removed",
+            )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _poll(self, n: int, copy: bool) -> list[Message]:
+        """Up to ``n`` published messages at the cursor, without waiting."""
+        q = self._q
+        if self._pending and self.auto_commit:
+            self._commit()
+        while True:
+            head = q[L.W_HEAD_POS]
+            cursor = self._cursor
+            if cursor >= head:
+                return []
+            out, end, expected, lost, bad = self._parse(cursor, head, n, copy)
+            tail = q[L.W_TAIL_POS]
+            if tail > cursor:
+                # Retention passed us while we copied: anything may be torn. Restart at the tail;
+                # the sequence gap at the next read is what we lost.
+                self._cursor = tail
+                continue
+            if bad is not None:
+                raise DecodeError(f"corrupt record at position {bad} in topic {self.topic.name!r}", position=bad)
+            break
+        self._cursor = end
+        self._expected = expected
+        w = self._w
+        if lost:
+            self.lost += lost
+            q[w + L.S_LOST] += lost
+        if out:
+            q[w + L.S_READS] += len(out)
+            if copy:
+                if self.auto_commit:
+                    self._commit()
+                else:
+                    q[w + L.S_LAST_ACTIVE] = time.monotonic_ns()
+            else:
+                self._view_start = cursor
+                self._pending = True
+                q[w + L.S_LAST_ACTIVE] = time.monotonic_ns()
+        elif self.auto_commit:
+            self._commit()  # only skipped records: move past them
+        return out
+
+    def _parse(
+        self, cursor: int, head: int, n: int, copy: bool
+    ) -> tuple[list[Message], int, int, int, int | None]:
+        """Decode records in [cursor, head): (messages, end, next expected seq, lost, bad pos)."""
+        buf = self._buf if copy else self._ro
+        cap, base = self._cap, self._base
+        unpack = L.RECORD.unpack_from
+        meta_cache = self._meta
+        expected = self._expected
+        min_seq = self._min_seq
+        lost_total = 0
+        out: list[Message] = []
+        append = out.append
+        while cursor < head and len(out) < n:
+            off = cursor % cap
+            p = base + off
+            total, kind, flags, plen, tlen, seq, ts, dlen, glen, gsize, gidx = unpack(buf, p)
+            if kind != L.KIND_MESSAGE:
+                if kind == L.KIND_WRAP and total == cap - off:
+                    cursor += total
+                    continue
+                return out, cursor, expected, lost_total, cursor
+            mlen = plen + tlen + glen
+            d = p + L.RECORD_HEADER + ((mlen + 7) & ~7)
+            if total & 7 or off + total > cap or d + dlen > p + total:
+                return out, cursor, expected, lost_total, cursor
+            if seq < min_seq:
+                cursor += total
+                expected = seq + 1
+                continue
+            if mlen:
+                key = bytes(buf[p + L.RECORD_HEADER : p + L.RECORD_HEADER + mlen])
+                meta = meta_cache.get(key)
+                if meta is None:
+                    try:
+                        text = key.decode("utf-8")
+                    except UnicodeDecodeError:
+                        return out, cursor, expected, lost_total, cursor
+                    meta = (text[:plen], text[plen : plen + tlen], text[plen + tlen :] if glen else None)
+                    if len(key) == len(text):  # ASCII: character offsets are byte offsets
+                        if len(meta_cache) >= _META_CACHE_MAX:
+                            meta_cache.clear()
+                        meta_cache[key] = meta
+                    else:
+                        meta = (
+                            key[:plen].decode("utf-8", "replace"),
+                            key[plen : plen + tlen].decode("utf-8", "replace"),
+                            key[plen + tlen :].decode("utf-8", "replace") if glen else None,
+                        )
+                producer, mtype, gid = meta
+            else:
+                producer = mtype = ""
+                gid = None
+            lost = seq - expected if seq > expected else 0
+            lost_total += lost
+            expected = seq + 1
+            data = bytes(buf[d : d + dlen]) if copy else buf[d : d + dlen]
+            append(Message(seq, ts / 1e9, producer, mtype, data, lost, gid, gidx, gsize, (flags & L.FLAG_OBJ) != 0))
+            cursor += total
+        return out, cursor, expected, lost_total, None
+
+    def _wait(self, deadline: float | None) -> None:
+        """Return when a message may be there, the topic closed, or ``deadline`` passed."""
+        q, cursor = self._q, self._cursor
+        for _ in range(SPIN_CHECKS):
+            if q[L.W_HEAD_POS] != cursor:
+                return
+        w = self._w
+        q[w + L.S_SLEEPING] = 1
+        fence()  # pairs with the publisher's fence: one of us must see the other's store
+        try:
+            if q[L.W_HEAD_POS] != cursor or q[L.W_CLOSED] or q[w + L.S_TOKEN] != self._token:
+                return
+            timeout = BACKSTOP_S if deadline is None else min(BACKSTOP_S, max(0.0, deadline - time.monotonic()))
+            assert self._doorbell is not None
+            self._doorbell.wait(timeout)
+        finally:
+            q[w + L.S_SLEEPING] = 0
+            q[w + L.S_LAST_ACTIVE] = time.monotonic_ns()
+
+    def read_batch(self, n: int = 256, timeout: float | None = None, *, copy: bool = True) -> list[Message]:
+        """Up to ``n`` messages: as many as are there, waiting (up to ``timeout``) for at least one.
+
+        Returns ``[]`` on timeout. ``timeout=0`` never waits. Raises :class:`TopicClosed` once the
+        owner unlinked the topic and everything published before has been read.
+        """
+        self._check()
+        out = self._poll(n, copy)
+        if out or timeout == 0:
+            return out
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._q[L.W_CLOSED]:
+                out = self._poll(n, copy)
+                if out:
+                    return out
+                raise TopicClosed(f"topic {self.topic.name!r} was unlinked", topic=self.topic.name)
+            if deadline is not None and time.monotonic() >= deadline:
+                return []
+            self._wait(deadline)
+            self._check()
+            out = self._poll(n, copy)
+            if out:
+                return out
+
+    def read(self, timeout: float | None = None, *, copy: bool = True) -> Message | None:
+        """The next message, waiting up to ``timeout`` seconds (None: forever); None on timeout."""
+        out = self.read_batch(1, timeout, copy=copy)
+        return out[0] if out else None
+
+    def read_group(self, timeout: float | None = None) -> list[Message] | None:
+        """The next complete group (members in order), or ``[message]`` for an ungrouped one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._expire_groups()
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            msg = self.read(remaining)
+            if msg is None:
+                return None
+            if msg.group_id is None:
+                return [msg]
+            key = (msg.producer_id, msg.group_id)
+            if msg.group_size:  # the first member opens (or restarts) the group
+                if key in self._groups:
+                    self.abandoned_groups += 1
+                members: list[Message | None] = [None] * msg.group_size
+                self._groups[key] = (time.monotonic(), members, [0])
+            entry = self._groups.get(key)
+            if entry is None:
+                self.abandoned_groups += 1  # a member whose first we never saw (started mid-group)
+                self._groups[key] = (time.monotonic(), [], [-1])
+                continue
+            _t0, members, count = entry
+            if count[0] < 0 or msg.group_index >= len(members):
+                continue  # belongs to an orphaned group, already counted
+            members[msg.group_index] = msg
+            count[0] += 1
+            if count[0] == len(members):
+                del self._groups[key]
+                return [m for m in members if m is not None]
+
+    def _expire_groups(self) -> None:
+        if not self._groups:
+            return
+        limit = time.monotonic() - self.group_timeout
+        for key in [k for k, (t0, members, count) in self._groups.items() if t0 < limit]:
+            _t0, _members, count = self._groups.pop(key)
+            if count[0] >= 0:
+                self.abandoned_groups += 1
+
+    def __iter__(self) -> Iterator[Message]:
+        """Every message, blocking between them; ends when the topic is unlinked and drained."""
+        while True:
+            try:
+                msg = self.read()
+            except TopicClosed:
+                return
+            if msg is not None:
+                yield msg
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self, unregister: bool = True) -> None:
+        """Stop reading. ``unregister=False`` keeps the committed position for a later resume.
+
+        A kept (detached) consumer still holds retention: remove it or resume it.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _OPEN.pop((self.topic.segment_name, self.consumer_id), None)
+        if self._pid != os.getpid():
+            return  # an inherited copy after fork: the parent owns the slot
+        topic = self.topic
+        if not topic._closed:
+            if self._pending and self.auto_commit and self._q[self._w + L.S_TOKEN] == self._token:
+                self._commit()
+            topic._enter(topic._lock)
+            try:
+                if self._q[self._w + L.S_TOKEN] == self._token:
+                    if unregister:
+                        topic._slots.free(self._slot)
+                    else:
+                        topic._slots.detach(self._slot, self._token)
+            finally:
+                topic._leave(topic._lock)
+        if self._doorbell is not None:
+            self._doorbell.close()
+            self._doorbell = None
+        self._ro.release()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Consumer({self.consumer_id!r}, topic={self.topic.name!r}, position={self._expected})"

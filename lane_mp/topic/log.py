@@ -1,0 +1,196 @@
+"""The ring of records: append, reclaim and crash repair, done by whoever holds the append lock.
+
+Everything here runs under :class:`lane_mp.topic.lock.AppendLock` except :meth:`Log.walk` callers
+that only read published records. Readers never take the lock (see ``consumer.py``); the only
+thing they rely on is the publish order documented in :mod:`lane_mp.topic.layout`.
+
+Why reclaim in chunks: once the log has wrapped, every append needs room. Reclaiming only the
+bytes one record needs would rescan the consumer table on every publish, so a reclaim frees up to
+:data:`RECLAIM_SLACK` of the capacity beyond what is needed — but never past a record some
+registered consumer has not yet passed (except under ``drop_slowest``, which then frees only the
+bytes it needs and counts what it dropped).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+from lane_mp.errors import DecodeError
+from lane_mp.topic import layout as L
+
+__all__ = ["Log", "Item", "RECLAIM_SLACK"]
+
+# Fraction of the capacity freed beyond the immediate need in one reclaim: larger means fewer
+# consumer-table scans per publish, smaller keeps more history for late "earliest" consumers.
+RECLAIM_SLACK = 8  # capacity // 8
+
+
+class Item(NamedTuple):
+    """One message ready to append: encoded metadata plus the payload buffer (flat bytes view)."""
+
+    meta: bytes
+    producer_len: int
+    type_len: int
+    group_len: int
+    flags: int
+    group_size: int
+    group_index: int
+    data: memoryview
+
+
+class Log:
+    """Operations over one mapping of a topic segment. Cheap to build; holds views only."""
+
+    __slots__ = ("buf", "q", "cap", "base", "max_consumers", "slots0")
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+        self.q = buf.cast("Q")
+        self.cap = self.q[L.W_CAPACITY]
+        self.base = self.q[L.W_DATA_OFFSET]
+        self.max_consumers = self.q[L.W_MAX_CONSUMERS]
+        self.slots0 = L.slot_word(0)
+
+    def release(self) -> None:
+        self.q.release()
+
+    # -- used by the lock holder ------------------------------------------------------------
+
+    def retention_limit(self, tail: int, head: int) -> int:
+        """The lowest committed position among registered consumers (or ``head`` if none)."""
+        q = self.q
+        limit = head
+        w = self.slots0
+        step = L.SLOT_BYTES // 8
+        for _ in range(q[L.W_SLOT_HWM]):
+            if q[w + L.S_STATE] != L.SLOT_FREE:
+                pos = q[w + L.S_POSITION]
+                if pos < limit:
+                    limit = pos
+            w += step
+        return tail if limit < tail else limit
+
+    def reclaim(self, head: int, need: int, drop: bool) -> int:
+        """Advance the tail until ``need`` bytes are free (if allowed); returns the new tail.
+
+        ``head`` must be published already: the tail never passes the published head, so a
+        consumer can always tell a reclaimed record (start < tail) from a live one.
+        """
+        q, buf, cap, base = self.q, self.buf, self.cap, self.base
+        tail = q[L.W_TAIL_POS]
+        tail_seq = q[L.W_TAIL_SEQ]
+        limit = self.retention_limit(tail, head)
+        want = min(cap, need + cap // RECLAIM_SLACK)
+        dropped = 0
+        while cap - (head - tail) < want and tail < head:
+            if tail >= limit:
+                if not drop:
+                    break
+                if cap - (head - tail) >= need:
+                    break  # drop only what this append needs, never the slack
+            off = tail % cap
+            total, kind = L.WRAP.unpack_from(buf, base + off)
+            if kind == L.KIND_MESSAGE:
+                tail_seq = q[(base + off) // 8 + 1] + 1
+                if tail >= limit:
+                    dropped += 1
+            tail += total
+        if dropped:
+            q[L.W_DROPPED] += dropped
+        # Sequence first, position second: a reader keys off the position, and recover()
+        # recomputes the sequence if we die in between.
+        q[L.W_TAIL_SEQ] = tail_seq
+        q[L.W_TAIL_POS] = tail
+        return tail
+
+    def append(self, items: Sequence[Item], start: int, drop: bool) -> int:
+        """Write ``items[start:]`` until one does not fit; publish; return how many were written."""
+        q, buf, cap, base = self.q, self.buf, self.cap, self.base
+        head = q[L.W_HEAD_POS]
+        published = head
+        tail = q[L.W_TAIL_POS]
+        seq = q[L.W_HEAD_SEQ]
+        now_ns = time.time_ns()
+        pack = L.RECORD.pack_into
+        i = start
+        n = len(items)
+        while i < n:
+            meta, plen, tlen, glen, flags, gsize, gidx, data = items[i]
+            mlen = len(meta)
+            dlen = data.nbytes
+            size = L.RECORD_HEADER + ((mlen + 7) & ~7) + ((dlen + 7) & ~7)
+            off = head % cap
+            contig = cap - off
+            need = size if size <= contig else contig + size
+            if cap - (head - tail) < need:
+                if head != published:
+                    q[L.W_HEAD_POS] = head  # publish first: reclaim stops at the published head
+                    q[L.W_HEAD_SEQ] = seq
+                    published = head
+                tail = self.reclaim(head, need, drop)
+                if cap - (head - tail) < need:
+                    break
+            if size > contig:
+                L.WRAP.pack_into(buf, base + off, contig, L.KIND_WRAP)
+                head += contig
+                off = 0
+            seq += 1
+            p = base + off
+            pack(buf, p, size, L.KIND_MESSAGE, flags, plen, tlen, seq, now_ns, dlen, glen, gsize, gidx)
+            p += L.RECORD_HEADER
+            if mlen:
+                buf[p : p + mlen] = meta
+                p += (mlen + 7) & ~7
+            buf[p : p + dlen] = data
+            head += size
+            i += 1
+        if head != published:
+            # The publish: one aligned 8-byte store after every byte of the records (x86 TSO).
+            q[L.W_HEAD_POS] = head
+            q[L.W_HEAD_SEQ] = seq
+        return i - start
+
+    def recover(self) -> None:
+        """Repair the sequence words after a lock holder died inside the critical section.
+
+        ``head_pos`` and ``tail_pos`` are single stores of record boundaries, so they are always
+        right; the sequence words next to them may lag by one step. Re-derive both from the
+        published records (O(retained records), only ever after a crash).
+        """
+        q = self.q
+        first = last = 0
+        for _pos, seq in self.walk(q[L.W_TAIL_POS], q[L.W_HEAD_POS]):
+            if not first:
+                first = seq
+            last = seq
+        if last:
+            q[L.W_HEAD_SEQ] = last
+            q[L.W_TAIL_SEQ] = first
+        else:
+            q[L.W_TAIL_SEQ] = q[L.W_HEAD_SEQ] + 1
+
+    # -- read-only helpers ------------------------------------------------------------------
+
+    def walk(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """Yield ``(position, sequence)`` of each message record in ``[start, end)``."""
+        buf, cap, base, q = self.buf, self.cap, self.base, self.q
+        pos = start
+        while pos < end:
+            off = pos % cap
+            total, kind = L.WRAP.unpack_from(buf, base + off)
+            if total < 8 or total & 7 or off + total > cap or kind not in (L.KIND_MESSAGE, L.KIND_WRAP):
+                raise DecodeError(f"corrupt record header at position {pos}", position=pos)
+            if kind == L.KIND_MESSAGE:
+                yield pos, q[(base + off) // 8 + 1]
+            pos += total
+
+    def find(self, sequence: int) -> tuple[int, int]:
+        """Position of the first retained record with ``seq >= sequence`` (lock held)."""
+        q = self.q
+        head = q[L.W_HEAD_POS]
+        for pos, seq in self.walk(q[L.W_TAIL_POS], head):
+            if seq >= sequence:
+                return pos, seq
+        return head, q[L.W_HEAD_SEQ] + 1
