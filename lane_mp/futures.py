@@ -19,6 +19,8 @@ class LaneFuture(Future):  # type: ignore[type-arg]
         self.command_id = command_id
         self._on_cancel = on_cancel
         self.attempts = 0
+        self.lane = 0  # lane index
+        self.t0 = 0.0  # time.monotonic() at submit
 
     def cancel(self) -> bool:
         if super().cancel():

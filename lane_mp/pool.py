@@ -32,6 +32,11 @@ from .errors import (
     BrokenPool, CircuitOpen, CostTooLarge, DrainTimeout, LaneFull, PoolClosed, UnknownLane,
 )
 from .futures import LaneFuture
+from .observability.alerts import AlertManager
+from .observability.events import EventEmitter
+from .observability.hub import CANCELLED, FAILED, OK, TIMEOUT, ObservabilityHub
+from .observability.metrics import QueueMetrics
+from .outcomes.dlq import DeadLetter, DeadLetterQueue
 from .ipc.blocks import BlockCache, BlockPool
 from .ipc.control import COORD_WAITING, MAX_LANES, Control
 from .ipc.doorbell import BACKSTOP_S, drain_fd, fence, make_pipe, ring_fd
@@ -109,6 +114,11 @@ class LanePool(Executor):
         partition: PartitionConfig | None = None,
         retry: RetryPolicy | None = None,
         ring_capacity: int = RING_CAPACITY,
+        emitter: EventEmitter | None = None,
+        metrics: QueueMetrics | None = None,
+        alerts: AlertManager | None = None,
+        dead_letters: DeadLetterQueue | int | None = None,
+        pressure_threshold: int = 1000,
     ) -> None:
         n = max_workers if max_workers is not None else workers
         if n is None:
@@ -128,6 +138,14 @@ class LanePool(Executor):
         self._max_workers = n
         self._capacity_units = capacity_units
         self._token = new_token()
+        if isinstance(dead_letters, int):
+            dead_letters = DeadLetterQueue(dead_letters)
+        if alerts is not None and metrics is None:
+            metrics = QueueMetrics.local()  # latency alerts need the latency histogram
+        self.dead_letters: DeadLetterQueue | None = dead_letters
+        if dead_letters is not None:
+            dead_letters._attach(self._replay_letter)
+        self._hub = ObservabilityHub(emitter, metrics, alerts, dead_letters, pressure_threshold)
         ctx, worker_method = _start_methods(mp_context)
         self._fork = worker_method == "fork" and ctx.get_start_method() == "fork"
         cfg = CoordinatorConfig(
@@ -135,6 +153,7 @@ class LanePool(Executor):
             capacity_units=capacity_units, partition=partition or PartitionConfig(),
             ring_capacity=ring_capacity, max_tasks_per_child=max_tasks_per_child,
             max_memory_per_child=max_memory_per_child, default_retry=retry,
+            dead_letters=dead_letters is not None, emit_started=emitter is not None,
         )
         # Locks: _lock serialises the submit ring, block pool and id counter (many caller threads).
         self._lock = threading.Lock()
@@ -310,6 +329,8 @@ class LanePool(Executor):
                 correlation_id, metadata, chunk, max_retries, time.time(),
             )
             fut = LaneFuture(cid, self._send_cancel)
+            fut.lane = li
+            fut.t0 = time.monotonic()
             self._futures[cid] = fut
             if blocks:
                 self._arg_blocks[cid] = blocks
@@ -320,6 +341,8 @@ class LanePool(Executor):
                 self._put_release_locked()
             self._put_locked(self._enc.encode(sub))
         self._wake_coordinator()
+        if self._hub.active:
+            self._hub.submitted(cid, self._lanes[li].name, correlation_id)
         if dedup_key is not None:
             self._dedup[dedup_key] = fut
             fut.add_done_callback(lambda f, k=dedup_key: self._dedup.pop(k, None) if self._dedup.get(k) is f else None)
@@ -425,6 +448,15 @@ class LanePool(Executor):
             fut = self._replies.pop(msg.req, None)
             if fut is not None:
                 fut.set_result(msg.data)
+        elif tp is m.EventRecord:
+            if msg.key == "queue.command.dead_lettered" and self.dead_letters is not None:
+                p = msg.payload
+                self.dead_letters.push(DeadLetter(
+                    p["id"], p["lane"], p["fn"], p["attempts"], p["error_type"], p["error"], p["traceback"],
+                    msg.timestamp, p.get("correlation_id"), p.get("metadata"), p.get("tenant"),
+                    p.get("payload", b""), p.get("priority", 2), p.get("chunk", False),
+                ))
+            self._hub.record(msg.key, msg.timestamp, msg.payload)
         elif tp is m.Bye:
             logger.debug("pool {}: coordinator said bye ({})", self._token, msg.reason)
             return True
@@ -444,6 +476,8 @@ class LanePool(Executor):
                 self._lane_outstanding[li] -= 1
                 self._capacity_cv.notify_all()
         status = out.status
+        if self._hub.active and fut is not None:
+            self._observe(fut, out)
         if fut is None or fut.cancelled():
             if status == m.OK:
                 try:
@@ -477,6 +511,18 @@ class LanePool(Executor):
                 pass
         if fut.set_running_or_notify_cancel():
             fut.set_exception(exc)
+
+    def _observe(self, fut: LaneFuture, out: m.Outcome) -> None:
+        kind, error = OK, ""
+        if out.status == m.RAISED:
+            kind = FAILED
+        elif out.status == m.ERROR:
+            info = self._err_dec.decode(out.payload)
+            kind = CANCELLED if info.error == "CancelledError" else TIMEOUT if info.error == "TaskTimeout" else FAILED
+            error = info.error
+        self._hub.outcome(
+            fut.command_id, self._lanes[fut.lane].name, kind, time.monotonic() - fut.t0, out.wait_s, out.attempts, error
+        )
 
     def _fail_all(self, exc: BaseException) -> None:
         futs = list(self._futures.values())
@@ -543,6 +589,43 @@ class LanePool(Executor):
             return self._lane_index[name]
         except KeyError:
             raise UnknownLane(f"unknown lane {name!r}", lane=name) from None
+
+    @property
+    def metrics(self) -> QueueMetrics | None:
+        return self._hub.metrics
+
+    @property
+    def events(self) -> EventEmitter | None:
+        return self._hub.emitter
+
+    @property
+    def alerts(self) -> AlertManager | None:
+        return self._hub.alerts
+
+    def serve_metrics(self, port: int = 0, host: str = "127.0.0.1") -> Any:
+        """Serve ``metrics.snapshot().to_prometheus()`` at ``http://host:port/metrics``."""
+        if self._hub.metrics is None:
+            raise errors.ConfigError("serve_metrics needs LanePool(metrics=QueueMetrics.local())", field="metrics")
+        from .observability.prometheus import serve_metrics
+
+        return serve_metrics(self._hub.metrics.snapshot, port=port, host=host)
+
+    def _replay_letter(self, letter: DeadLetter) -> LaneFuture:
+        """Re-submit a dead letter exactly as it was (same function and encoded arguments)."""
+        if self._closed:
+            raise PoolClosed("cannot replay into a shut-down pool")
+        li = self._lane_idx(letter.lane)
+        with self._lock:
+            cid = next(self._ids)
+            sub = m.Submit(cid, letter.fn, letter.payload, li, letter.priority, None, None, 0, None,
+                           letter.tenant, letter.correlation_id, letter.metadata, letter.chunk, None, time.time())
+            fut = LaneFuture(cid, self._send_cancel)
+            fut.lane = li
+            fut.t0 = time.monotonic()
+            self._futures[cid] = fut
+            self._put_locked(self._enc.encode(sub))
+        self._wake_coordinator()
+        return fut
 
     @property
     def lanes(self) -> list[Lane]:
@@ -664,6 +747,8 @@ class LanePool(Executor):
             first = not self._closed
             self._closed = True
             self._capacity_cv.notify_all()
+        if first:
+            self._hub.shutdown_started()
         if first and not self._broken:
             try:
                 self._send(m.Control("shutdown", 0, bool(cancel_futures)))

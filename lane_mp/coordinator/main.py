@@ -43,6 +43,7 @@ from ..config import FailureInfo, Lane, PartitionConfig, RetryPolicy
 from ..ipc.control import COORD_WAITING, STATE, Control
 from ..ipc.doorbell import BACKSTOP_S, drain_fd, fence, ring_fd
 from ..ipc.ring import Ring, RingReader, RingWriter
+from ..outcomes.breaker import CircuitBreaker
 from ..ipc.segments import sweep
 from ..partitions import partition_for
 from ..protocol import messages as m
@@ -76,7 +77,9 @@ class CoordinatorConfig(msgspec.Struct, frozen=True):
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None
     default_retry: RetryPolicy | None = None
-    dead_letters: bool = False
+    dead_letters: bool = False  # send permanently failed commands back as dead letters
+    emit_started: bool = False  # send a queue.command.started event per dispatch (costly)
+    gauges_interval: float = 0.1  # seconds between lane gauge reports while anything changes
 
 
 class Coordinator:
@@ -118,11 +121,26 @@ class Coordinator:
         self.poller = select.poll()
         self._poll_fds: set[int] = set()
         self._last_sentinel_check = 0.0
-        self.stats_counts = {"completed": 0, "failed": 0, "retried": 0, "timeouts": 0, "crashes": 0}
+        self.stats_counts = {"completed": 0, "failed": 0, "retried": 0, "timeouts": 0, "crashes": 0,
+                             "dead_lettered": 0, "recycled": 0}
+        self.breakers = [
+            CircuitBreaker(lane.config.circuit_breaker) if lane.config.circuit_breaker else None
+            for lane in cfg.lanes
+        ]
+        self.breaker_timers: list[tuple[float, int]] = []
+        self.last_gauges = 0.0
+        self.gauges_dirty = True
+        for slot in self.workers:
+            self.event("worker.started", pid=slot.pid, index=slot.index)
+
+    def event(self, key: str, **payload: Any) -> None:
+        self.pending_out.append(self.enc.encode(m.EventRecord(key, time.time(), payload)))
 
     # ---- intake ------------------------------------------------------------------------------
     def handle_intake(self, now: float) -> bool:
         records = self.intake.read_all()
+        if records:
+            self.gauges_dirty = True
         for _tag, data in records:
             msg = self.dec_in.decode(data)
             tp = type(msg)
@@ -218,6 +236,15 @@ class Coordinator:
             elif cmd.state == BACKOFF:
                 self.finish_error(cmd, "CancelledError", why)
 
+    def send_gauges(self, now: float) -> None:
+        """Per-lane depth and active counts, at most every gauges_interval while they change."""
+        self.last_gauges = now
+        self.gauges_dirty = False
+        lanes = self.cfg.lanes
+        self.event("lane.gauges", lanes={
+            lanes[i].name: [self.sched.pending(i), self.sched.active(i)] for i in range(len(lanes))
+        })
+
     def reply(self, req: int, data: Any) -> None:
         self.pending_out.append(self.enc.encode(m.Reply(req, data)))
 
@@ -254,11 +281,12 @@ class Coordinator:
                 self.ewma += 0.05 * (msg.elapsed - self.ewma)
                 if msg.status == m.OK or cmd.cancelled:
                     self.sched.finished(cmd.item, now, True)
-                    self.finish(cmd, msg.status, msg.payload)
+                    self.finish(cmd, msg.status, msg.payload, msg.elapsed)
                 elif msg.status == m.RAISED:
-                    self.failed(cmd, FailureInfo("raised", tuple(msg.exc_types), msg.message), msg.status, msg.payload, now)
+                    info = FailureInfo("raised", tuple(msg.exc_types), msg.message)
+                    self.failed(cmd, info, msg.status, msg.payload, now, msg.elapsed)
                 else:
-                    self.failed(cmd, FailureInfo("error"), msg.status, msg.payload, now)
+                    self.failed(cmd, FailureInfo("error"), msg.status, msg.payload, now, msg.elapsed)
             elif type(msg) is m.Retiring:
                 slot.retiring = True
                 logger.debug("worker {} retiring: {}", slot.index, msg.reason)
@@ -266,30 +294,91 @@ class Coordinator:
                 self.broken = msg.message
                 logger.error("worker initializer failed: {}", msg.message)
 
-    def finish(self, cmd: Command, status: int, payload: bytes) -> None:
+    def finish(self, cmd: Command, status: int, payload: bytes, run_s: float = 0.0) -> None:
         del self.commands[cmd.sub.id]
-        self.stats_counts["completed" if status == m.OK else "failed"] += 1
-        self.pending_out.append(self.enc.encode(m.Outcome(cmd.sub.id, status, payload, cmd.attempts)))
+        self.gauges_dirty = True
+        ok = status == m.OK
+        self.stats_counts["completed" if ok else "failed"] += 1
+        wait_s = max(0.0, cmd.dispatched_at - cmd.item.submitted_at) if cmd.dispatched_at else 0.0
+        self.pending_out.append(self.enc.encode(m.Outcome(cmd.sub.id, status, payload, cmd.attempts, wait_s, run_s)))
+        breaker = self.breakers[cmd.sub.lane]
+        if breaker is not None and not cmd.cancelled and cmd.attempts:
+            self.record_breaker(cmd.sub.lane, breaker, ok)
+
+    def record_breaker(self, lane: int, breaker: CircuitBreaker, ok: bool) -> None:
+        now = time.monotonic()
+        if not breaker.record(ok, now):
+            return
+        until = breaker.open_until()
+        if until is not None and not breaker.allows(now):
+            # Open: stop dispatching the lane until the cool-down ends, then let work probe it.
+            self.control.set_breaker(lane, int(until * 1e9))
+            self.sched.pause(lane)
+            heapq.heappush(self.breaker_timers, (until, lane))
+            self.event("queue.lane.circuit_open", lane=self.cfg.lanes[lane].name, until=until)
+        else:
+            self.control.set_breaker(lane, 0)
+            self.sched.resume(lane)
+            self.event("queue.lane.circuit_closed", lane=self.cfg.lanes[lane].name)
+
+    def dead_letter(self, cmd: Command, error_type: str, message: str, tb: str) -> None:
+        if not self.cfg.dead_letters or cmd.cancelled:
+            return
+        self.stats_counts["dead_lettered"] += 1
+        sub = cmd.sub
+        self.event(
+            "queue.command.dead_lettered", id=sub.id, lane=self.cfg.lanes[sub.lane].name, fn=sub.fn,
+            attempts=cmd.attempts, error_type=error_type, error=message, traceback=tb,
+            correlation_id=sub.correlation_id, metadata=sub.metadata, tenant=sub.tenant,
+            payload=sub.payload, priority=sub.priority, chunk=sub.chunk,
+        )
 
     def finish_error(self, cmd: Command, error: str, message: str, **fields: Any) -> None:
         self.finish(cmd, m.ERROR, self.enc.encode(m.ErrorInfo(error, message, fields)))
 
-    def failed(self, cmd: Command, info: FailureInfo, status: int, payload: bytes, now: float) -> None:
+    def failed(
+        self, cmd: Command, info: FailureInfo, status: int, payload: bytes, now: float, run_s: float = 0.0
+    ) -> None:
         """One attempt failed: retry after the policy's delay, or report the final failure."""
         self.sched.finished(cmd.item, now, False)
         policy = self.lane_retry[cmd.sub.lane]
         if cmd.sub.max_retries is not None:
-            policy = msgspec.structs.replace(policy, max_retries=cmd.sub.max_retries)
+            policy = msgspec.structs.replace(
+                policy if policy.kind != "none" else RetryPolicy.fixed(0, 0.0), max_retries=cmd.sub.max_retries
+            )
         delay = None if (cmd.cancelled or self.cancel_on_shutdown) else policy.decide(cmd.attempts, info, self.rng)
         if delay is None:
-            self.finish(cmd, status, payload)
+            if not cmd.cancelled:
+                error_type, message, tb = self.describe_failure(info, status, payload)
+                self.dead_letter(cmd, error_type, message, tb)
+            self.finish(cmd, status, payload, run_s)
             return
         self.stats_counts["retried"] += 1
+        self.event("queue.command.retry", id=cmd.sub.id, lane=self.cfg.lanes[cmd.sub.lane].name,
+                   attempt=cmd.attempts, delay=delay, kind=info.kind, error=info.message[:200])
         cmd.state = BACKOFF
         cmd.worker = -1
         heapq.heappush(self.timers, (now + delay, cmd.sub.id))
 
+    def describe_failure(self, info: FailureInfo, status: int, payload: bytes) -> tuple[str, str, str]:
+        """(error type, message, traceback text) of a failed attempt, for dead letters."""
+        if status == m.ERROR:
+            err = msgspec.msgpack.decode(payload, type=m.ErrorInfo)
+            return err.error, err.message, ""
+        import pickle
+
+        try:
+            _exc, tb = pickle.loads(payload)
+        except Exception:
+            tb = ""
+        return (info.exc_types[0] if info.exc_types else "Exception"), info.message, tb
+
     def run_timers(self, now: float) -> None:
+        while self.breaker_timers and self.breaker_timers[0][0] <= now:
+            _, lane = heapq.heappop(self.breaker_timers)
+            breaker = self.breakers[lane]
+            if breaker is not None and breaker.allows(now):  # half-open: let work probe the lane
+                self.sched.resume(lane)
         while self.timers and self.timers[0][0] <= now:
             _, cid = heapq.heappop(self.timers)
             cmd = self.commands.get(cid)
@@ -330,6 +419,10 @@ class Coordinator:
             slot.assigned[sub.id] = cmd
             self.put_worker(slot, data)
             touched.add(widx)
+            if self.cfg.emit_started:
+                self.event("queue.command.started", id=sub.id, lane=self.cfg.lanes[sub.lane].name,
+                           pid=slot.pid, attempt=cmd.attempts, correlation_id=sub.correlation_id)
+        self.gauges_dirty = True
         for widx in touched:
             slot = self.workers[widx]
             slot.writer.publish()
@@ -421,6 +514,7 @@ class Coordinator:
             self.worker_exited(slot, now)
             if not (self.shutting_down and not self.commands) and self.broken is None:
                 self.workers[i] = self.sup.start(i)
+                self.event("worker.started", pid=self.workers[i].pid, index=i)
 
     def worker_exited(self, slot: WorkerSlot, now: float) -> None:
         """The one crash transition: blame the running command, re-queue the unstarted ones."""
@@ -436,11 +530,20 @@ class Coordinator:
             kind = "retired" if planned else "crashed"
         if kind == "crashed":
             self.stats_counts["crashes"] += 1
+            self.event("worker.crashed", pid=slot.pid, index=slot.index, exitcode=exitcode,
+                       signal=signame, command_id=cid or None)
+        elif kind == "retired":
+            self.stats_counts["recycled"] += 1
+            self.event("worker.recycled", pid=slot.pid, index=slot.index)
+        else:
+            self.event("worker.exited", pid=slot.pid, index=slot.index, reason=kind)
         logger.debug("worker {} pid={} exited ({}) code={} signal={}", slot.index, slot.pid, kind, exitcode, signame)
         for cmd in list(slot.assigned.values()):
             if cmd.sub.id == cid and kind != "retired" and kind != "terminate":
                 if kind == "timeout":
                     self.stats_counts["timeouts"] += 1
+                    self.event("queue.command.timeout", id=cid, lane=self.cfg.lanes[cmd.sub.lane].name,
+                               pid=slot.pid, attempt=cmd.attempts)
                     limit = cmd.sub.timeout or self.lane_timeout[cmd.sub.lane]
                     payload = self.enc.encode(m.ErrorInfo(
                         "TaskTimeout", f"command {cid} ({cmd.sub.fn}) exceeded its timeout of {limit}s; "
@@ -499,9 +602,11 @@ class Coordinator:
             now = time.monotonic()
             busy = self.handle_intake(now)
             busy |= self.handle_results(now)
-            if self.timers or busy:
+            if self.timers or self.breaker_timers or busy:
                 self.run_timers(now)
             busy |= self.dispatch(now)
+            if self.gauges_dirty and now - self.last_gauges >= self.cfg.gauges_interval:
+                self.send_gauges(now)
             self.flush_outbox()
             if now - self._last_sentinel_check > SENTINEL_CHECK_S:
                 self._last_sentinel_check = now
@@ -523,6 +628,12 @@ class Coordinator:
             wake_at = self.sched.next_wakeup(now)
             if self.timers:
                 t = self.timers[0][0]
+                wake_at = t if wake_at is None else min(wake_at, t)
+            if self.gauges_dirty:
+                t = self.last_gauges + self.cfg.gauges_interval
+                wake_at = t if wake_at is None else min(wake_at, t)
+            if self.breaker_timers:
+                t = self.breaker_timers[0][0]
                 wake_at = t if wake_at is None else min(wake_at, t)
             t_to = self.check_timeouts(now)
             if t_to is not None:

@@ -72,7 +72,7 @@ def _faithful(x: Any, depth: int) -> bool:
 class PayloadCodec:
     """One per process: a reused msgspec encoder, an optional block pool (writer side) and a
     block cache (reader side). ``on_view(name, view)`` is told of every block view handed out,
-    so the owner can release the block when the view dies."""
+    so the owner can release the block when the view dies (``view`` None: release it now)."""
 
     def __init__(
         self,
@@ -80,7 +80,7 @@ class PayloadCodec:
         cache: BlockCache,
         *,
         inline_max: int = INLINE_MAX,
-        on_view: Callable[[str, memoryview], None] | None = None,
+        on_view: Callable[[str, memoryview | None], None] | None = None,
     ) -> None:
         self.blocks = blocks
         self.cache = cache
@@ -98,7 +98,10 @@ class PayloadCodec:
         """Arguments of one call. Returns the payload and the names of the blocks it uses."""
         if all(_faithful(a, 0) for a in args) and all(_faithful(v, 0) for v in kwargs.values()):
             return self._finish(self._encode_msgpack((args, kwargs)))
-        return self._finish(self._encode_pickle((args, kwargs)))
+        try:
+            return self._finish(self._encode_pickle((args, kwargs)))
+        except EncodeError as exc:
+            raise EncodeError(f"{_culprit(args, kwargs)}: {exc.__cause__}") from exc.__cause__
 
     def encode_value(self, value: Any) -> tuple[bytes, list[str]]:
         """A result (or a chunk's list of results)."""
@@ -182,7 +185,7 @@ class PayloadCodec:
                 # the block can then be released at once.
                 inner = bytes(self.cache.get(name).buf[:n])
                 if self.on_view is not None:
-                    self.on_view(name, memoryview(b""))
+                    self.on_view(name, None)
                 return self.decode_value(inner)
         except (msgspec.DecodeError, pickle.UnpicklingError, EOFError, FileNotFoundError) as exc:
             raise DecodeError(f"cannot decode payload: {exc}") from exc
@@ -204,6 +207,16 @@ class PayloadCodec:
             dtype, shape, name, n = msgspec.msgpack.decode(data)
             return np.frombuffer(self._view(name, n), dtype=dtype).reshape(shape)
         raise DecodeError(f"unknown ext code {code}")
+
+
+def _culprit(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """Name the argument that cannot be pickled (only on the error path)."""
+    for where, value in [*((f"argument {i}", a) for i, a in enumerate(args)), *kwargs.items()]:
+        try:
+            pickle.dumps(value, protocol=5)
+        except Exception:
+            return f"{where} of type {type(value).__qualname__} cannot be encoded"
+    return "the arguments cannot be encoded"
 
 
 def encode_exception(exc: BaseException) -> bytes:

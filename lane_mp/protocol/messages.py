@@ -107,6 +107,8 @@ class Outcome(msgspec.Struct, tag=30, **_opts):
     status: int
     payload: bytes
     attempts: int = 1
+    wait_s: float = 0.0  # queued time of the last attempt (submit or retry -> dispatch)
+    run_s: float = 0.0  # time the function ran in the last attempt
 
 
 class Reply(msgspec.Struct, tag=31, **_opts):

@@ -133,7 +133,7 @@ def test_shutdown_cancel_futures():
     first = p.submit(tasks.sleep, 0.5, "first")
     rest = [p.submit(tasks.sleep, 0.5, i) for i in range(20)]
     p.shutdown(wait=True, cancel_futures=True)
-    assert first.result(0) == "first" or first.cancelled()
+    assert first.cancelled() or first.result(0) == "first"
     assert sum(f.cancelled() for f in rest) >= 18
 
 
@@ -162,9 +162,11 @@ def test_imap_unordered_is_lazy_and_bounded():
         it = p.imap_unordered(tasks.square, gen(), chunksize=10)
         got = [next(it) for _ in range(100)]
         assert len(got) == 100
-        # bounded: only a few windows of chunks were pulled from the infinite generator
+        # bounded: at most two windows of chunks (in flight + done, not yet yielded) beyond
+        # what was consumed were pulled from the infinite generator
+        window = 2 * 4  # workers * CHUNKS_IN_FLIGHT_PER_WORKER
         pulled = next(consumed)
-        assert pulled < 100 + 2 * 4 * 10 + 10, pulled
+        assert pulled <= 100 + 2 * window * 10 + 10, pulled
         it.close()
 
 
