@@ -21,11 +21,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 
 from ..config import Lane, PriorityBoostConfig
 from .items import LOST, NLEVELS, Q, SchedItem
 from .ratelimit import Limiter, make_limiter
+
+# A queue is rebuilt when more than half its entries, and more than this many, are dead:
+# small enough to bound waste per queue, large enough that tiny queues never churn.
+COMPACT_MIN = 16
 
 __all__ = ["SeqQueue", "TenantQueue", "Level", "LaneState", "placement_class", "class_partition"]
 
@@ -44,12 +48,28 @@ def class_partition(cls: int) -> int:
 class SeqQueue:
     """Items of one placement class, smallest ``seq`` first, with lazy deletion."""
 
-    __slots__ = ("dq", "late", "_from_late")
+    __slots__ = ("dq", "late", "dead", "_from_late")
 
     def __init__(self) -> None:
         self.dq: deque[SchedItem] = deque()  # sorted by seq (stale entries included)
         self.late: list[tuple[int, SchedItem]] = []  # heap of out-of-order arrivals
+        self.dead = 0  # entries known to be stale (cancelled, expired, promoted away)
         self._from_late = False
+
+    def mark_dead(self, level: int) -> None:
+        """One entry went stale without being popped. Rebuild once most entries are stale.
+
+        Why: a level that is never reached (higher levels always busy, e.g. every item boosted
+        upwards by a horizon) would otherwise keep the dead entries of every item that ever
+        passed through it. A rebuild after n/2 deaths costs O(n): amortized O(1) per death.
+        """
+        self.dead += 1
+        if self.dead > COMPACT_MIN and self.dead * 2 > len(self.dq) + len(self.late):
+            self.dq = deque(it for it in self.dq if it._st == Q and it._level == level)
+            late = [e for e in self.late if e[1]._st == Q and e[1]._level == level]
+            heapify(late)
+            self.late = late
+            self.dead = 0
 
     def push(self, item: SchedItem) -> None:
         dq = self.dq
@@ -75,6 +95,8 @@ class SeqQueue:
             it = dq[0]
             if it._st != Q or it._level != level:
                 dq.popleft()
+                if self.dead:
+                    self.dead -= 1
             elif it.deadline is not None and it.deadline <= now:
                 dq.popleft()
                 it._st = LOST
@@ -87,6 +109,8 @@ class SeqQueue:
             lt = late[0][1]
             if lt._st != Q or lt._level != level:
                 heappop(late)
+                if self.dead:
+                    self.dead -= 1
             elif lt.deadline is not None and lt.deadline <= now:
                 heappop(late)
                 lt._st = LOST
@@ -196,3 +220,11 @@ class LaneState:
         self.expired = 0
         self.stuck_pick = -1  # number of the pick in which this lane had nothing more to give
         self.rl_pick = -1  # number of the pick in which rate_limited was last counted
+
+    def entry_died(self, item: SchedItem, level: int) -> None:
+        """The queue entry of ``item`` at ``level`` went stale (call after changing the item)."""
+        tq = self.levels[level].tenants.get(item.tenant)
+        if tq is not None:
+            sq = tq.subs.get(item._cls)
+            if sq is not None:
+                sq.mark_dead(level)

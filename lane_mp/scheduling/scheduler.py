@@ -51,24 +51,36 @@ O(log n) per boosted level change, lookahead bounded per pick otherwise; never O
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 
 import msgspec
 
 from ..config import Lane, PartitionConfig
 from ..errors import ConfigError, CostTooLarge, UnknownLane
 from .boost import due_time, level_at, next_promotion
-from .items import ACTIVE, ASIDE, DONE, EXPIRED, FRONT, LAST_PENDING, LOST, NEW, NLEVELS, REMOVED, Q, SchedItem
-from .placement import LeastLoaded, RoundRobin
-from .queues import LaneState, Level, SeqQueue, TenantQueue, class_partition, placement_class
+from .items import (
+    ACTIVE,
+    DONE,
+    EXPIRED,
+    FRONT,
+    LAST_PENDING,
+    NEW,
+    NLEVELS,
+    REMOVED,
+    Q,
+    SchedItem,
+)
+from .picking import LOOKAHEAD, Pick, PickMixin
+from .placement import RoundRobin
+from .queues import LaneState, placement_class
 
 __all__ = ["Scheduler", "SchedItem", "LaneStats", "LOOKAHEAD"]
 
-# How many non-fitting cost-bearing items one pick may set aside while looking for one that
-# fits. Larger finds small items further back (better packing) but a pick may then touch that
-# many items; they go back in place at the end of the pick.
-LOOKAHEAD = 256
+# The deadline and boost heaps are filtered when they outgrow twice their size after the last
+# filtering (and this floor): O(n) every n pushes, so amortized O(1), and memory stays within 2x.
+HEAP_COMPACT_MIN = 1024
+
+_DEFAULT_PARTITION = PartitionConfig()  # frozen, so one shared default instance is safe
 
 
 class LaneStats(msgspec.Struct, frozen=True):
@@ -87,30 +99,7 @@ class LaneStats(msgspec.Struct, frozen=True):
     min_concurrency: int
 
 
-class _Pick:
-    """State of one ``pick`` call. Blocking is monotone within a pick (free slots only shrink,
-    units only grow), so whatever was found blocked stays out until the pick ends."""
-
-    __slots__ = (
-        "now", "free", "slots", "out", "choose", "hol", "holder", "skipped", "blocked", "budget",
-        "costly_full",
-    )
-
-    def __init__(self, now: float, free: list[int], slots: int, choose: Callable[[], int]) -> None:
-        self.now = now
-        self.free = free
-        self.slots = slots  # free slots left over all partitions
-        self.out: list[tuple[SchedItem, int]] = []
-        self.choose = choose
-        self.hol: SchedItem | None = None  # first cost-bearing candidate that did not fit
-        self.holder: SchedItem | None = None  # the holder, if its rule is in force
-        self.skipped: list[SchedItem] = []  # set aside (ASIDE), put back at the end
-        self.blocked: list[tuple[Level, TenantQueue]] = []  # tenants with nothing eligible
-        self.budget = LOOKAHEAD
-        self.costly_full = False  # lookahead budget spent: no more cost-bearing candidates
-
-
-class Scheduler:
+class Scheduler(PickMixin):
     """Priority lanes over a pool of partitions; see the module docstring for the rules."""
 
     def __init__(
@@ -118,7 +107,7 @@ class Scheduler:
         lanes: list[Lane],
         *,
         capacity_units: int | None = None,
-        partition: PartitionConfig = PartitionConfig(),
+        partition: PartitionConfig = _DEFAULT_PARTITION,
         max_bypass: int = 16,
     ) -> None:
         if not lanes:
@@ -141,6 +130,7 @@ class Scheduler:
         self._index: dict[int, SchedItem] = {}  # pending items by id
         self._deadlines: list[tuple[float, int, SchedItem]] = []  # heap, lazy deletion
         self._promos: list[tuple[float, int, SchedItem]] = []  # heap of boost steps, lazy
+        self._deadlines_max = self._promos_max = HEAP_COMPACT_MIN  # compaction thresholds
         self._seq = 0
         self._tick = 0  # unique heap tiebreak: an item may have two entries after a requeue
         self._units = 0
@@ -154,7 +144,8 @@ class Scheduler:
         try:
             return self._by_name[name]
         except KeyError:
-            raise UnknownLane(f"unknown lane {name!r} (lanes: {', '.join(self.lane_names)})", lane=name) from None
+            known = ", ".join(self.lane_names)
+            raise UnknownLane(f"unknown lane {name!r} (lanes: {known})", lane=name) from None
 
     def _lane(self, lane: int) -> LaneState:
         if not 0 <= lane < len(self._lanes):
@@ -285,8 +276,7 @@ class Scheduler:
         item = self._index.get(item_id)
         if item is None:
             return None
-        self._forget(item)
-        item._st = REMOVED
+        self._forget(item, REMOVED)
         return item
 
     def finished(self, item: SchedItem, now: float, ok: bool = True) -> None:
@@ -311,26 +301,35 @@ class Scheduler:
             item = heappop(heap)[2]
             if item._st > LAST_PENDING:
                 continue  # picked, cancelled or already expired: a stale entry
-            self._forget(item)
-            item._st = EXPIRED
+            self._forget(item, EXPIRED)
             self._lanes[item.lane].expired += 1
             out.append(item)
         return out
 
-    def _forget(self, item: SchedItem) -> None:
+    def _forget(self, item: SchedItem, state: int) -> None:
         """Bookkeeping shared by remove and expire; queue entries are dropped lazily."""
         del self._index[item.id]
         lane = self._lanes[item.lane]
         lane.pending -= 1
         self._npending -= 1
-        if item._st == FRONT:
+        old, item._st = item._st, state
+        if old == Q:
+            lane.entry_died(item, item._level)
+        elif old == FRONT:
             lane.front.remove(item)
         if item is self._holder:
             self._holder = None
 
     def _push_deadline(self, item: SchedItem) -> None:
         self._tick += 1
-        heappush(self._deadlines, (item.deadline, self._tick, item))  # type: ignore[arg-type]
+        heap = self._deadlines
+        heappush(heap, (item.deadline, self._tick, item))  # type: ignore[arg-type]
+        if len(heap) > self._deadlines_max:
+            # Entries of items that started stay until their deadline passes; with long
+            # deadlines and high throughput that is unbounded, so drop them now and then.
+            heap[:] = [e for e in heap if e[2]._st <= LAST_PENDING]
+            heapify(heap)
+            self._deadlines_max = max(HEAP_COMPACT_MIN, 2 * len(heap))
 
     def _schedule_promo(self, item: SchedItem, lane: LaneState, now: float) -> None:
         assert lane.boost is not None and item._due is not None
@@ -338,7 +337,12 @@ class Scheduler:
         item._promo_at = t
         if t is not None:
             self._tick += 1
-            heappush(self._promos, (t, self._tick, item))
+            heap = self._promos
+            heappush(heap, (t, self._tick, item))
+            if len(heap) > self._promos_max:  # same reason as in _push_deadline
+                heap[:] = [e for e in heap if e[2]._promo_at == e[0] and e[2]._st <= FRONT]
+                heapify(heap)
+                self._promos_max = max(HEAP_COMPACT_MIN, 2 * len(heap))
 
     def _promote(self, now: float) -> None:
         """Apply every boost step due by ``now``: move queued items to their better level."""
@@ -353,9 +357,10 @@ class Scheduler:
             assert boost is not None and item._due is not None
             level = level_at(item.priority, boost, item._due, item.submitted_at, now)
             if level < item._level:
-                item._level = level
+                old, item._level = item._level, level
                 if item._st == Q:
-                    lane.levels[level].add(item)  # the old entry is now dead (level mismatch)
+                    lane.levels[level].add(item)
+                    lane.entry_died(item, old)  # the old entry is dead now (level mismatch)
             self._schedule_promo(item, lane, now)
 
     def next_wakeup(self, now: float) -> float | None:
@@ -402,23 +407,12 @@ class Scheduler:
             self._promote(now)  # even with no free slot: keeps levels (and stats) current
         if not self._npending:
             return []
-        slots = 0
-        for f in free:
-            if f > 0:
-                slots += f
+        slots = sum(free)  # a negative entry (over-committed worker) only makes this conservative
         if slots <= 0:
             return []
         self._picks += 1
         picks = self._picks
-        if self._rr is not None:
-            choose = self._rr.start(free).choose
-        elif len(free) == 1:
-            def choose() -> int:
-                free[0] -= 1
-                return 0
-        else:
-            choose = LeastLoaded(free).choose
-        ctx = _Pick(now, free, slots, choose)
+        ctx = Pick(now, free, slots, self._rr)
         holder = self._holder
         if holder is not None and not self._lanes[holder.lane].paused:
             ctx.holder = holder
@@ -439,240 +433,6 @@ class Scheduler:
                         if ctx.slots <= 0:
                             break
         finally:
-            self._restore(ctx)
+            if ctx.skipped or ctx.blocked:
+                self._restore(ctx)
         return ctx.out
-
-    def _drain(self, lane: LaneState, ctx: _Pick, limit: int) -> None:
-        """Hand out up to ``limit`` items of one lane, best first."""
-        now = ctx.now
-        lim = lane.limiter
-        while limit > 0 and ctx.slots > 0:
-            if lim is not None and not lim.peek(now):
-                if lane.rl_pick != self._picks:
-                    lane.rl_pick = self._picks
-                    lane.rate_limited += 1
-                lane.stuck_pick = self._picks
-                return
-            if not lane.front:
-                n = self._fast(lane, ctx, limit)
-                if n:
-                    limit -= n
-                    continue
-                if lim is not None and not lim.peek(now):
-                    continue
-            item = self._select(lane, ctx)
-            if item is None:
-                lane.stuck_pick = self._picks
-                return
-            if lim is not None:
-                lim.try_acquire(now)
-            self._admit(lane, item, ctx)
-            limit -= 1
-
-    def _fast(self, lane: LaneState, ctx: _Pick, limit: int) -> int:
-        """The common case in a tight loop: the best non-empty level has one tenant whose items
-        are all unpinned, cost-free and in seq order. Returns how many it handed out."""
-        for lvl in range(NLEVELS):
-            level = lane.levels[lvl]
-            if level.rr:
-                break
-        else:
-            return 0
-        rr = level.rr
-        if len(rr) != 1:
-            return 0
-        subs = rr[0].subs
-        if len(subs) != 1:
-            return 0
-        sq = subs.get(0)
-        if sq is None or sq.late:
-            return 0
-        dq = sq.dq
-        now = ctx.now
-        lim = lane.limiter
-        index = self._index
-        out = ctx.out
-        choose = ctx.choose
-        want = limit if limit < ctx.slots else ctx.slots
-        n = 0
-        while n < want and dq:
-            it = dq.popleft()
-            if it._st != Q or it._level != lvl:
-                continue
-            d = it.deadline
-            if d is not None and d <= now:
-                it._st = LOST
-                continue
-            if lim is not None and not lim.try_acquire(now):
-                dq.appendleft(it)
-                break
-            it._st = ACTIVE
-            del index[it.id]
-            out.append((it, choose()))
-            n += 1
-        if n:
-            lane.active += n
-            lane.pending -= n
-            self._npending -= n
-            ctx.slots -= n
-        return n
-
-    def _select(self, lane: LaneState, ctx: _Pick) -> SchedItem | None:
-        """Take the lane's best eligible item out of its structures, or None."""
-        fbest = fblk = None
-        if lane.front:
-            fbest, fblk = self._scan_front(lane, ctx)
-        levels = lane.levels
-        for lvl in range(NLEVELS):
-            if fblk is not None and fblk._level <= lvl:
-                blk, fblk = fblk, None
-                if self._note_blocked(blk, ctx):
-                    return self._select(lane, ctx)  # a holder now exists: eligibility changed
-            if fbest is not None and fbest._level <= lvl:
-                break  # requeued items win ties with queued ones
-            level = levels[lvl]
-            if level.rr:
-                item = self._take_level(level, lvl, ctx)
-                if item is not None:
-                    return item
-        if fbest is not None:
-            lane.front.remove(fbest)
-        return fbest
-
-    def _scan_front(self, lane: LaneState, ctx: _Pick) -> tuple[SchedItem | None, SchedItem | None]:
-        """Best eligible front item, and best front item kept out only by its cost."""
-        best = blk = None
-        now = ctx.now
-        free = ctx.free
-        holder = ctx.holder
-        for it in lane.front:
-            d = it.deadline
-            if d is not None and d <= now:
-                continue
-            p = it.partition
-            if p is not None and (p >= len(free) or free[p] <= 0):
-                continue
-            if it._cls & 1:
-                if holder is not None and holder is not it:
-                    continue
-                if self._units + it.cost > self._cap:  # type: ignore[operator]
-                    if blk is None or (it._level, it.seq) < (blk._level, blk.seq):
-                        blk = it
-                    continue
-            if best is None or (it._level, it.seq) < (best._level, best.seq):
-                best = it
-        return best, blk
-
-    def _take_level(self, level: Level, lvl: int, ctx: _Pick) -> SchedItem | None:
-        """Next item of this level: tenants in turn; a tenant with nothing eligible sits out."""
-        rr = level.rr
-        while rr:
-            tq = rr[0]
-            item = self._take_tenant(tq, lvl, ctx)
-            if item is not None:
-                if len(rr) > 1:
-                    rr.rotate(-1)
-                return item
-            rr.popleft()
-            if tq.subs:
-                ctx.blocked.append((level, tq))  # keeps its turn: back at the front after the pick
-            else:
-                level.drop(tq)
-        return None
-
-    def _take_tenant(self, tq: TenantQueue, lvl: int, ctx: _Pick) -> SchedItem | None:
-        """The tenant's eligible item with the smallest seq over its placement classes."""
-        best: SchedItem | None = None
-        best_sq = None
-        empty: list[int] = []
-        free = ctx.free
-        for cls, sq in tq.subs.items():
-            if cls > 1:
-                p = class_partition(cls)
-                if p >= len(free) or free[p] <= 0:
-                    continue
-            item = self._costly_head(sq, lvl, ctx) if cls & 1 else sq.head(lvl, ctx.now)
-            if item is None:
-                if not sq.dq and not sq.late:
-                    empty.append(cls)  # deleted after the loop, not while iterating the dict
-                continue
-            if best is None or item.seq < best.seq:
-                best, best_sq = item, sq
-        for cls in empty:
-            del tq.subs[cls]
-        if best_sq is not None:
-            best_sq.pop()
-        return best
-
-    def _costly_head(self, sq: SeqQueue, lvl: int, ctx: _Pick) -> SchedItem | None:
-        """Head of a cost-bearing class that fits, looking past (and setting aside) those that
-        do not, within the pick's lookahead budget."""
-        if ctx.holder is not None or ctx.costly_full:
-            return None
-        cap = self._cap
-        assert cap is not None
-        while True:
-            item = sq.head(lvl, ctx.now)
-            if item is None:
-                return None
-            if self._units + item.cost <= cap:
-                return item
-            sq.pop()
-            item._st = ASIDE
-            ctx.skipped.append(item)
-            if self._note_blocked(item, ctx):
-                return None
-            ctx.budget -= 1
-            if ctx.budget <= 0:
-                ctx.costly_full = True
-                return None
-
-    def _note_blocked(self, item: SchedItem, ctx: _Pick) -> bool:
-        """Record the head-of-line cost-blocked item; True if it just became the holder."""
-        if ctx.hol is not None:
-            return False
-        ctx.hol = item
-        if self._holder is None and item._bypassed >= self._max_bypass:
-            self._holder = ctx.holder = item
-            return True
-        return False
-
-    def _admit(self, lane: LaneState, item: SchedItem, ctx: _Pick) -> None:
-        if item._cls & 1:
-            self._units += item.cost
-            if item is self._holder:
-                self._holder = ctx.holder = None
-            else:
-                hol = ctx.hol
-                if hol is not None and self._holder is None:
-                    hol._bypassed += 1
-                    if hol._bypassed >= self._max_bypass:
-                        self._holder = ctx.holder = hol
-        p = item.partition
-        if p is None:
-            p = ctx.choose()
-        else:
-            ctx.free[p] -= 1
-        ctx.slots -= 1
-        item._st = ACTIVE
-        del self._index[item.id]
-        lane.active += 1
-        lane.pending -= 1
-        self._npending -= 1
-        ctx.out.append((item, p))
-
-    def _restore(self, ctx: _Pick) -> None:
-        """Put back what the pick set aside, each at the head of its queue and rotation."""
-        for level, tq in reversed(ctx.blocked):
-            level.rr.appendleft(tq)
-        holder = self._holder
-        for item in reversed(ctx.skipped):
-            if item._st != ASIDE:
-                continue
-            lane = self._lanes[item.lane]
-            if item is holder:
-                item._st = FRONT
-                lane.front.append(item)
-            else:
-                item._st = Q
-                lane.levels[item._level].add_front(item)

@@ -461,7 +461,7 @@ def test_lookahead_past_non_fitting_items_keeps_their_order() -> None:
 
 
 def test_lookahead_is_bounded_per_pick(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lane_mp.scheduling import scheduler as mod
+    from lane_mp.scheduling import picking as mod
 
     monkeypatch.setattr(mod, "LOOKAHEAD", 3)
     s = Scheduler([lane()], capacity_units=10, max_bypass=1000)
@@ -643,6 +643,52 @@ def test_deterministic() -> None:
 
     first = run()
     assert first == run() and len(first) > 50
+
+
+# ----------------------------------------------------------------------------- memory stays bounded
+
+
+def queued_entries(s: Scheduler) -> int:
+    """Entries, live or dead, in every level queue (internal: memory is the point here)."""
+    return sum(
+        len(sq)
+        for ln in s._lanes  # noqa: SLF001
+        for level in ln.levels
+        for tq in level.tenants.values()
+        for sq in tq.subs.values()
+    )
+
+
+def test_dead_entries_of_boosted_items_do_not_pile_up_in_unvisited_levels() -> None:
+    # Level 0 never runs dry (CRITICAL flood), so levels 1..4 are never visited; boosted items
+    # leave every one of them on their way up. Without compaction that is 4 entries per item.
+    s = boosted()
+    clock = FakeClock()
+    for _ in range(3000):
+        for _ in range(5):
+            add(s, clock.now(), priority=Priority.CRITICAL)
+            add(s, clock.now(), priority=Priority.BACKGROUND, deadline=clock.now() + 1.0)
+        clock.advance(0.3)
+        s.expire(clock.now())
+        finish_all(s, s.pick(clock.now(), [10]))
+    assert s.pending() < 100
+    assert queued_entries(s) < 400
+
+
+def test_cancelled_items_do_not_pile_up_in_a_paused_lane() -> None:
+    s = Scheduler([lane()])
+    s.pause(0)
+    for _ in range(20_000):
+        s.remove(add(s).id)
+    assert queued_entries(s) < 100
+
+
+def test_heaps_drop_entries_of_started_items() -> None:
+    s = Scheduler([lane(boost=PriorityBoostConfig.standard())])
+    for i in range(20_000):
+        add(s, float(i), priority=Priority.LOW, deadline=1e9)
+        finish_all(s, s.pick(float(i), [1]))
+    assert len(s._deadlines) <= 2048 and len(s._promos) <= 2048  # noqa: SLF001
 
 
 # ----------------------------------------------------------------------------- properties
@@ -863,6 +909,8 @@ def test_invariants_and_eventual_drain(script: list, max_bypass: int, mode: str)
         active.clear()
         for it in s.expire(now):
             del pending[it.id]
+        if not pending:
+            break
         wake = s.next_wakeup(now)
         check_pick([3, 3, 3])
         if not active:
