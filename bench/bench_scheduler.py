@@ -43,7 +43,7 @@ def run_common(n: int) -> float:
 
 def run_mixed(n: int) -> float:
     lanes = [
-        Lane("urgent", 0, LaneConfig(min_concurrency=1, max_concurrency=8, boost=PriorityBoostConfig.standard())),
+        Lane("urgent", 0, LaneConfig(1, 8, boost=PriorityBoostConfig.standard())),
         Lane("bulk", 1, LaneConfig(min_concurrency=1, max_concurrency=None)),
     ]
     sched = Scheduler(lanes)

@@ -143,6 +143,8 @@ class PickMixin:
         while n < want and dq:
             it = dq.popleft()
             if it._st != Q or it._level != lvl:
+                if sq.dead:
+                    sq.dead -= 1
                 continue
             d = it.deadline
             if d is not None and d <= now:

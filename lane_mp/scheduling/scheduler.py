@@ -31,7 +31,8 @@ decrements ``free`` in place and returns ``(item, partition)`` pairs, in pick or
    ``c > capacity_units`` with :class:`~lane_mp.errors.CostTooLarge` (it could never run).
    *Anti-starvation*: when the first cost-bearing candidate in pick order does not fit (the
    "head of line"), candidates behind it that fit may bypass it; every such cost-bearing
-   admission counts one bypass against it. Once it has been bypassed ``max_bypass`` times it
+   admission counts one bypass against it (pick order: reservation pass, then priority pass,
+   as in rule 1). Once it has been bypassed ``max_bypass`` times it
    becomes the *holder*: no other cost-bearing item is admitted, in any lane, until the holder
    fits and is admitted (cost-free items still flow, so running work drains and frees units).
    There is one holder at a time; it is released if it is cancelled or expires, and its rule is
@@ -45,8 +46,16 @@ decrements ``free`` in place and returns ``(item, partition)`` pairs, in pick or
 7. **Deadlines**: an item whose deadline is ``<= now`` is never handed out; :meth:`expire`
    removes and returns it.
 
-Cost model: O(1) per item in the common case (one tenant, unpinned, no cost; see ``_fast``),
-O(log n) per boosted level change, lookahead bounded per pick otherwise; never O(pending).
+Cost model: O(1) per item in the common case (one tenant, unpinned, no cost; see
+``picking.py``), O(log n) per boost step, deadline and placement, the cost look-past bounded by
+:data:`LOOKAHEAD` per pick; never O(pending) per pick. Tenants with nothing eligible are passed
+over once per pick (O(tenants) at worst). Cancel, expiry and boosting leave stale entries
+behind (O(1) instead of a search); queues and heaps are compacted once stale entries dominate,
+so memory stays proportional to what is pending.
+
+Misuse is an error, not a silent fix: enqueueing an item twice, finishing or requeueing an
+item that is not active, a duplicate pending id, a priority outside 0..4, a negative cost or
+partition all raise. An item pinned to a partition that ``free`` does not have stays pending.
 """
 
 from __future__ import annotations
@@ -321,9 +330,11 @@ class Scheduler(PickMixin):
             self._holder = None
 
     def _push_deadline(self, item: SchedItem) -> None:
+        deadline = item.deadline
+        assert deadline is not None
         self._tick += 1
         heap = self._deadlines
-        heappush(heap, (item.deadline, self._tick, item))  # type: ignore[arg-type]
+        heappush(heap, (deadline, self._tick, item))
         if len(heap) > self._deadlines_max:
             # Entries of items that started stay until their deadline passes; with long
             # deadlines and high throughput that is unbounded, so drop them now and then.

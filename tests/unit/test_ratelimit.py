@@ -143,7 +143,9 @@ def test_token_bucket_wakeup_is_exact_and_rate_holds(rate: float, burst: int, ga
 
 
 @given(st.integers(1, 10), st.floats(0.01, 100.0), steps)
-def test_sliding_window_never_exceeds_limit_in_any_window(limit: int, window: float, gaps: list[float]) -> None:
+def test_sliding_window_never_exceeds_limit_in_any_window(
+    limit: int, window: float, gaps: list[float]
+) -> None:
     sw = SlidingWindow(limit, window)
     clock = FakeClock()
     times: list[float] = []

@@ -21,7 +21,9 @@ from lane_mp.testing import FakeClock
 _ids = itertools.count()
 
 
-def lane(name: str = "main", priority: int = 0, min_c: int = 0, max_c: int | None = None, **kw: object) -> Lane:
+def lane(
+    name: str = "main", priority: int = 0, min_c: int = 0, max_c: int | None = None, **kw: object
+) -> Lane:
     return Lane(name, priority, LaneConfig(min_concurrency=min_c, max_concurrency=max_c, **kw))  # type: ignore[arg-type]
 
 
@@ -500,6 +502,15 @@ def test_pinned_beyond_partition_count_rejected_when_known() -> None:
         add(s, partition=2)
 
 
+def test_pinned_to_a_partition_free_does_not_have_stays_pending() -> None:
+    s = Scheduler([lane()])
+    add(s, ref="far", partition=5)
+    add(s, ref="any")
+    assert names(s.pick(0.0, [3, 3])) == ["any"]
+    assert s.pending() == 1
+    assert names(s.pick(0.0, [0, 0, 0, 0, 0, 1])) == ["far"]
+
+
 def test_many_pinned_items_do_not_hide_the_ones_behind() -> None:
     s = Scheduler([lane()])
     for i in range(5000):
@@ -735,7 +746,8 @@ class Reference:
                 slots -= 1
         for i in order:
             prio, min_c, max_c, paused, _ = self.lanes[i]
-            while not paused and slots and (max_c is None or self.active[i] < max_c) and (it := self.take(i, now)):
+            room = max_c is None or self.active[i] < max_c
+            while not paused and slots and room and (it := self.take(i, now)):
                 out.append(it)
                 slots -= 1
         return out
@@ -748,7 +760,9 @@ lane_specs = st.lists(
 )
 ops = st.lists(
     st.one_of(
-        st.tuples(st.just("add"), st.integers(0, 3), st.integers(0, 4), st.one_of(st.none(), st.floats(0.1, 5.0))),
+        st.tuples(
+            st.just("add"), st.integers(0, 3), st.integers(0, 4), st.one_of(st.none(), st.floats(0.1, 5.0))
+        ),
         st.tuples(st.just("pick"), st.integers(0, 4)),
         st.tuples(st.just("finish"), st.integers(0, 100)),
         st.tuples(st.just("tick"), st.floats(0.0, 2.0)),
@@ -760,7 +774,9 @@ ops = st.lists(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(lane_specs, ops)
-def test_matches_brute_force_reference(specs: list[tuple[int, int, int | None, bool, bool]], script: list) -> None:
+def test_matches_brute_force_reference(
+    specs: list[tuple[int, int, int | None, bool, bool]], script: list
+) -> None:
     specs = [(p, min(mn, mx) if mx else mn, mx, False, b) for p, mn, mx, _, b in specs]
     lanes = [lane(f"l{i}", p, min_c=mn, max_c=mx, boost=BOOST if b else None)
              for i, (p, mn, mx, _, b) in enumerate(specs)]
