@@ -20,7 +20,7 @@ How a pick stays cheap:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .items import ACTIVE, ASIDE, FRONT, LOST, NLEVELS, Q, SchedItem
 from .placement import LeastLoaded, RoundRobin
@@ -33,13 +33,17 @@ __all__ = ["LOOKAHEAD", "Pick", "PickMixin"]
 # many items; they go back in place at the end of the pick.
 LOOKAHEAD = 256
 
+# Above this many placement classes in one tenant queue, selection visits only the classes that
+# can take a slot now instead of all of them (a dict walk is cheaper for a handful).
+FEW_CLASSES = 8
+
 
 class Pick:
     """State of one ``pick`` call."""
 
     __slots__ = (
         "now", "free", "slots", "out", "hol", "holder", "skipped", "blocked", "budget",
-        "costly_full", "_rr", "_choose",
+        "costly_full", "_rr", "_choose", "_open",
     )
 
     def __init__(self, now: float, free: list[int], slots: int, rr: RoundRobin | None) -> None:
@@ -55,6 +59,15 @@ class Pick:
         self.costly_full = False  # lookahead budget spent: no more cost-bearing candidates
         self._rr = rr
         self._choose: Callable[[], int] | None = None
+        self._open: list[int] | None = None
+
+    def open_partitions(self) -> list[int]:
+        """Partitions that had a free slot when first asked (callers re-check ``free[p]``:
+        slots only get taken during a pick, so the list can only be too long, never short)."""
+        parts = self._open
+        if parts is None:
+            parts = self._open = [p for p, f in enumerate(self.free) if f > 0]
+        return parts
 
     def chooser(self) -> Callable[[], int]:
         """Placement for unpinned items, built on first use (a pick of only pinned items, or of
@@ -242,7 +255,23 @@ class PickMixin:
         best_sq = None
         empty: list[int] = []
         free = ctx.free
-        for cls, sq in subs.items():
+        if len(subs) > FEW_CLASSES:
+            # Many pinned classes (keys hashed over many partitions): visit only the unpinned
+            # ones and those of partitions with a free slot, not every partition's class.
+            cands: list[tuple[int, SeqQueue]] = []
+            for cls in (0, 1):
+                if cls in subs:
+                    cands.append((cls, subs[cls]))
+            for p in ctx.open_partitions():
+                if free[p] > 0:
+                    base = (p + 1) << 1
+                    for cls in (base, base | 1):
+                        if cls in subs:
+                            cands.append((cls, subs[cls]))
+            pairs: Iterable[tuple[int, SeqQueue]] = cands
+        else:
+            pairs = subs.items()
+        for cls, sq in pairs:
             if cls > 1:
                 p = class_partition(cls)
                 if p >= len(free) or free[p] <= 0:

@@ -502,6 +502,19 @@ def test_pinned_beyond_partition_count_rejected_when_known() -> None:
         add(s, partition=2)
 
 
+def test_tenant_pinned_over_many_partitions_fifo_per_free_partition() -> None:
+    s = Scheduler([lane()], capacity_units=100)
+    for i in range(60):
+        add(s, ref=i, partition=i % 12, cost=i % 2)  # 24 placement classes in one tenant queue
+    add(s, ref="any")
+    picked = s.pick(0.0, [0] * 7 + [1] + [0] * 4)
+    assert [(it.ref, p) for it, p in picked] == [(7, 7)]
+    picked = s.pick(0.0, [1, 0, 0, 2] + [0] * 8)
+    assert [(it.ref, p) for it, p in picked] == [(0, 0), (3, 3), (15, 3)]
+    picked = s.pick(0.0, [0] * 11 + [1] + [5])  # 12 partitions plus an extra one for "any"
+    assert [(it.ref, p) for it, p in picked] == [(11, 11), ("any", 12)]
+
+
 def test_pinned_to_a_partition_free_does_not_have_stays_pending() -> None:
     s = Scheduler([lane()])
     add(s, ref="far", partition=5)
@@ -704,7 +717,11 @@ def test_heaps_drop_entries_of_started_items() -> None:
 
 # ----------------------------------------------------------------------------- properties
 
+from unittest.mock import patch  # noqa: E402
+
 from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from lane_mp.scheduling import picking  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 BOOST = PriorityBoostConfig.standard(4.0)
@@ -837,8 +854,13 @@ full_ops = st.lists(
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(full_ops, st.integers(0, 4), st.sampled_from(["auto", "round_robin"]))
-def test_invariants_and_eventual_drain(script: list, max_bypass: int, mode: str) -> None:
+@given(full_ops, st.integers(0, 4), st.sampled_from(["auto", "round_robin"]), st.sampled_from([0, 8]))
+def test_invariants_and_eventual_drain(script: list, max_bypass: int, mode: str, few: int) -> None:
+    with patch.object(picking, "FEW_CLASSES", few):  # 0: always the many-partitions path
+        _invariants_and_eventual_drain(script, max_bypass, mode)
+
+
+def _invariants_and_eventual_drain(script: list, max_bypass: int, mode: str) -> None:
     lanes = [
         lane("a", 0, min_c=0, max_c=3, boost=PriorityBoostConfig.aggressive()),
         lane("b", 1, min_c=1, max_c=None, rate_limit=RateLimitConfig.per_second(4, burst=2)),
