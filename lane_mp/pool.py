@@ -46,6 +46,9 @@ from .partitions import key_hash
 from .protocol import messages as m
 from .protocol.codec import PayloadCodec, decode_exception
 from .protocol.functions import function_path
+from .persistence.client import JournalClient, Mailbox, StoredDeadLetters
+from .persistence.journal import RecoveryReport
+from .persistence.sqlite import SQLiteStorage
 
 __all__ = ["LanePool", "default_workers"]
 
@@ -60,7 +63,7 @@ MAX_AUTO_CHUNK = 4096
 
 _RESERVED = frozenset(
     {"lane", "priority", "deadline", "cost", "key", "dedup_key", "tenant", "correlation_id",
-     "metadata", "timeout", "max_retries"}
+     "metadata", "timeout", "max_retries", "mailbox"}
 )
 _live_pools: weakref.WeakSet[LanePool] = weakref.WeakSet()
 
@@ -119,6 +122,9 @@ class LanePool(Executor):
         alerts: AlertManager | None = None,
         dead_letters: DeadLetterQueue | int | None = None,
         pressure_threshold: int = 1000,
+        storage: Any = None,
+        durable: bool = False,
+        recover: bool = True,
     ) -> None:
         n = max_workers if max_workers is not None else workers
         if n is None:
@@ -154,6 +160,7 @@ class LanePool(Executor):
             ring_capacity=ring_capacity, max_tasks_per_child=max_tasks_per_child,
             max_memory_per_child=max_memory_per_child, default_retry=retry,
             dead_letters=dead_letters is not None, emit_started=emitter is not None,
+            storage=self._storage_setup(storage, durable), durable=durable, recover=recover,
         )
         # Locks: _lock serialises the submit ring, block pool and id counter (many caller threads).
         self._lock = threading.Lock()
@@ -200,6 +207,9 @@ class LanePool(Executor):
         self._writer = RingWriter(Ring.attach(hello.submit_ring))
         self._reader = RingReader(Ring.attach(hello.result_ring))
         self._worker_pids = hello.worker_pids
+        if self._journal is not None:  # ids are never reused in a storage file: start above its floor
+            self._ids = itertools.count(hello.id_floor + 1)
+            self._journal.started(hello.recovery)
         self._blocks = BlockPool(f"lmp_{self._token}_b{os.getpid():x}_")
         self._codec = PayloadCodec(self._blocks, BlockCache(readonly=False), on_view=self._on_view)
         self._enc = msgspec.msgpack.Encoder()
@@ -241,7 +251,7 @@ class LanePool(Executor):
         """Run ``fn(*args, **kwargs)`` in a worker; returns a Future.
 
         Keywords ``lane, priority, deadline, cost, key, dedup_key, tenant, correlation_id,
-        metadata, timeout, max_retries`` are options of the command, not arguments of ``fn``;
+        metadata, timeout, max_retries, mailbox`` are options of the command, not arguments of ``fn``;
         to pass a keyword with one of those names to ``fn`` use :meth:`submit_call`.
         """
         if kwargs and not _RESERVED.isdisjoint(kwargs):
@@ -281,6 +291,7 @@ class LanePool(Executor):
         max_retries: int | None = None,
         chunk: bool = False,
         submit_timeout: float | None = None,
+        mailbox: bool = False,
     ) -> LaneFuture:
         if self._closed:
             if self._broken:
@@ -318,6 +329,8 @@ class LanePool(Executor):
         kh = key_hash(key) if key is not None else None
         if metadata is not None and not isinstance(metadata, dict):
             raise errors.ConfigError("metadata must be a dict", field="metadata")
+        if mailbox and self._journal is None:
+            raise errors.ConfigError("mailbox=True needs LanePool(storage=...)", field="mailbox")
         with self._lock:
             cap = self._lane_capacity[li]
             if cap is not None:
@@ -326,7 +339,7 @@ class LanePool(Executor):
             payload, blocks = self._codec.encode_call(args, kwargs)
             sub = m.Submit(
                 cid, path, payload, li, int(priority), deadline, timeout, cost, kh, tenant,
-                correlation_id, metadata, chunk, max_retries, time.time(),
+                correlation_id, metadata, chunk, max_retries, time.time(), mailbox,
             )
             fut = LaneFuture(cid, self._send_cancel)
             fut.lane = li
@@ -341,6 +354,8 @@ class LanePool(Executor):
                 self._put_release_locked()
             self._put_locked(self._enc.encode(sub))
         self._wake_coordinator()
+        if self._durable_lanes[li]:  # "in the journal before submit returns"
+            self._journal.wait_committed(cid, fut)  # type: ignore[union-attr]
         if self._hub.active:
             self._hub.submitted(cid, self._lanes[li].name, correlation_id)
         if dedup_key is not None:
@@ -415,7 +430,10 @@ class LanePool(Executor):
                 if records:
                     last = time.monotonic()
                     for _tag, data in records:
-                        bye |= self._handle(self._dec.decode(data))
+                        try:
+                            bye |= self._handle(self._dec.decode(data))
+                        except Exception as exc:  # one bad record must not stop the thread
+                            logger.exception("lane_mp: could not handle a result record: {!r}", exc)
                     if self._releases and not self._broken:
                         with self._lock:
                             self._put_release_locked()
@@ -457,6 +475,9 @@ class LanePool(Executor):
                     p.get("payload", b""), p.get("priority", 2), p.get("chunk", False),
                 ))
             self._hub.record(msg.key, msg.timestamp, msg.payload)
+        elif tp is m.Committed:
+            if self._journal is not None:
+                self._journal.committed(msg)
         elif tp is m.Bye:
             logger.debug("pool {}: coordinator said bye ({})", self._token, msg.reason)
             return True
@@ -489,7 +510,7 @@ class LanePool(Executor):
         if status == m.OK:
             try:
                 value = self._codec.decode_value(out.payload)
-            except errors.LaneMPError as exc:
+            except Exception as exc:
                 if fut.set_running_or_notify_cancel():
                     fut.set_exception(exc)
                 return
@@ -610,6 +631,52 @@ class LanePool(Executor):
 
         return serve_metrics(self._hub.metrics.snapshot, port=port, host=host)
 
+    # ---- persistence (persistence/client.py does the work) -------------------------------------
+    def _storage_setup(self, storage: Any, durable: bool) -> Any:
+        """Normalise ``storage=`` and decide per lane whether submit waits for the journal."""
+        if isinstance(storage, (str, os.PathLike)):
+            storage = SQLiteStorage(storage)
+        self._journal: JournalClient | None = None
+        if storage is not None:
+            self._journal = JournalClient(storage, self._request)
+        elif durable or any(lane.config.durable for lane in self._lanes):
+            raise errors.ConfigError("durable=True (pool or lane) needs LanePool(storage=...)", field="durable")
+        self._durable_lanes = [storage is not None and (durable or lane.config.durable) for lane in self._lanes]
+        return storage
+
+    def _journal_client(self) -> JournalClient:
+        if self._journal is None:
+            raise errors.ConfigError("this pool has no storage: LanePool(storage='jobs.db')", field="storage")
+        return self._journal
+
+    @property
+    def recovered(self) -> list[int]:
+        """Ids of the commands this pool recovered from its storage at start-up (outcomes: mailbox)."""
+        return list(self._journal.report.recovered) if self._journal is not None else []
+
+    @property
+    def recovery(self) -> RecoveryReport | None:
+        """The start-up recovery report: recovered ids, quarantined rows, id floor, time taken."""
+        return self._journal.report if self._journal is not None else None
+
+    @property
+    def mailbox(self) -> Mailbox:
+        """Kept outcomes: ``fetch(command_id)``, ``list(tenant=None)``, ``cleanup(older_than)``."""
+        return self._journal_client().mailbox
+
+    @property
+    def stored_dead_letters(self) -> StoredDeadLetters:
+        """The dead-letter queue in storage (survives restarts): ``list``, ``replay``, ``clear``."""
+        return self._journal_client().dead_letters
+
+    def storage_stats(self) -> dict[str, Any]:
+        """Counts from the store (live, finished, dead letters, mailbox, quarantined, commits)."""
+        return dict(self._journal_client().call("journal.stats"))
+
+    def wait_recovered(self, timeout: float | None = None) -> bool:
+        """Wait until every recovered or replayed command has its final outcome; False on timeout."""
+        return self._journal_client().wait_background(timeout)
+
     def _replay_letter(self, letter: DeadLetter) -> LaneFuture:
         """Re-submit a dead letter exactly as it was (same function and encoded arguments)."""
         if self._closed:
@@ -648,16 +715,16 @@ class LanePool(Executor):
         return self._closed
 
     def cancel(self, future: Future[Any], *, kill: bool = False) -> bool:
-        """Cancel ``future``; with ``kill=True`` a running command is stopped by killing its
-        worker (the future then fails with CancelledError). Returns whether it was stopped."""
-        if not isinstance(future, LaneFuture):
-            return False
-        if future.cancel():
+        """Cancel ``future``. Without ``kill`` this is ``future.cancel()``: a command not yet
+        dispatched never runs. With ``kill=True`` a command already running is stopped by
+        killing its worker (which is replaced). Returns whether the future is now cancelled."""
+        if not isinstance(future, LaneFuture) or future.done():
+            return future.cancelled()
+        if kill:
+            if Future.cancel(future):  # local state only; one Cancel(kill) record follows
+                self._send(m.Cancel([future.command_id], kill=True))
             return True
-        if kill and not future.done():
-            self._send(m.Cancel([future.command_id], kill=True))
-            return True
-        return False
+        return future.cancel()
 
     # ---- map ---------------------------------------------------------------------------------
     def map(

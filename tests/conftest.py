@@ -1,7 +1,9 @@
 """Invariants every test must leave behind (loky's _executor_mixin idea).
 
-After each test: no child process of this test process is alive (after a grace period) and no
-``/dev/shm/lmp_<this pid>*`` segment exists. A test that leaks either fails here, loudly.
+After each test: every process started during the test (children, grandchildren through the
+forkserver) is gone after a grace period, and so is every ``/dev/shm/lmp_<this pid>*`` segment
+created during it. Things that already existed before the test (a module-scoped pool) are
+checked when the session ends instead. A test that leaks fails here, loudly.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from lane_mp.ipc.segments import list_segments
+from lane_mp.ipc.segments import list_segments, unlink_name
 
 GRACE_S = 5.0
 
@@ -21,36 +23,61 @@ def _own_prefix() -> str:
     return f"lmp_{os.getpid():x}"
 
 
-def _children() -> list[psutil.Process]:
-    me = psutil.Process()
-    out = []
-    for child in me.children(recursive=True):
+def _helpers() -> set[int]:
+    """The multiprocessing resource tracker and forkserver processes live for the session."""
+    out = set()
+    for child in psutil.Process().children(recursive=False):
         try:
-            # The multiprocessing resource tracker / forkserver helpers live for the whole session.
             cmd = " ".join(child.cmdline())
         except psutil.Error:
             continue
-        if "resource_tracker" in cmd or "forkserver" in cmd:
-            continue
-        out.append(child)
+        if "resource_tracker" in cmd or "forkserver import main" in cmd:
+            out.add(child.pid)
     return out
 
 
-@pytest.fixture(autouse=True)
-def no_leaks(request: pytest.FixtureRequest):
-    yield
+def _live_descendants() -> set[int]:
+    helpers = _helpers()
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        if p.pid in helpers:
+            continue
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.add(p.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _check(before_pids: set[int], before_segs: set[str], what: str) -> None:
     deadline = time.monotonic() + GRACE_S
     while True:
-        kids = [c for c in _children() if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-        segs = list_segments(_own_prefix())
+        kids = _live_descendants() - before_pids
+        segs = set(list_segments(_own_prefix())) - before_segs
         if not kids and not segs:
             return
         if time.monotonic() > deadline:
-            for c in kids:
-                c.kill()
+            for pid in kids:
+                try:
+                    psutil.Process(pid).kill()
+                except psutil.Error:
+                    pass
             for name in segs:
-                from lane_mp.ipc.segments import unlink_name
-
                 unlink_name(name)
-            pytest.fail(f"leaked after test: processes={[c.pid for c in kids]} segments={segs}")
+            pytest.fail(f"leaked after {what}: processes={sorted(kids)} segments={sorted(segs)}")
         time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    before_pids = _live_descendants()
+    before_segs = set(list_segments(_own_prefix()))
+    yield
+    _check(before_pids, before_segs, "test")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leaks_at_session_end():
+    yield
+    _check(set(), set(), "session")

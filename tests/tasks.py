@@ -124,3 +124,53 @@ def init_set(value: Any) -> None:
 
 def get_state(_: Any = None) -> Any:
     return _STATE.get("value")
+
+
+class FailsToLoad:
+    """Pickles fine in the caller; unpickling it in another process raises or kills."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.origin = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"how": self.how, "origin": self.origin}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if os.getpid() != state["origin"]:
+            if state["how"] == "raise":
+                raise RuntimeError("cannot load here")
+            if state["how"] == "exit":
+                os._exit(7)
+
+
+class DiesWhenPickled:
+    """A result whose pickling kills the worker (crash while encoding the result)."""
+
+    def __reduce__(self) -> Any:
+        os._exit(9)
+
+
+def result_dies_when_pickled() -> Any:
+    return DiesWhenPickled()
+
+
+def result_fails_to_load_in_caller() -> Any:
+    return FailsToLoad("raise")
+
+
+def log_run(path: str, tag: Any, seconds: float = 0.0) -> Any:
+    with open(path, "a") as f:
+        f.write(f"{tag}\n")
+    if seconds:
+        time.sleep(seconds)
+    return tag
+
+
+_HOG: list[bytes] = []
+
+
+def hog(mb: int) -> int:
+    _HOG.append(b"x" * (mb << 20))
+    return os.getpid()

@@ -187,8 +187,10 @@ class PayloadCodec:
                 if self.on_view is not None:
                     self.on_view(name, None)
                 return self.decode_value(inner)
-        except (msgspec.DecodeError, pickle.UnpicklingError, EOFError, FileNotFoundError) as exc:
-            raise DecodeError(f"cannot decode payload: {exc}") from exc
+        except DecodeError:
+            raise
+        except Exception as exc:  # unpickling runs arbitrary __setstate__ / __reduce__ code
+            raise DecodeError(f"cannot decode payload: {exc!r}") from exc
         raise DecodeError(f"unknown payload format {payload[:1]!r}")
 
     def _view(self, name: str, n: int) -> memoryview:

@@ -763,8 +763,10 @@ class Reference:
                 slots -= 1
         for i in order:
             prio, min_c, max_c, paused, _ = self.lanes[i]
-            room = max_c is None or self.active[i] < max_c
-            while not paused and slots and room and (it := self.take(i, now)):
+            def room(i: int = i, max_c: int | None = max_c) -> bool:
+                return max_c is None or self.active[i] < max_c
+
+            while not paused and slots and room() and (it := self.take(i, now)):
                 out.append(it)
                 slots -= 1
         return out

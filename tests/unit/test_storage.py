@@ -254,6 +254,29 @@ def test_mailbox_fetch_list_cleanup(backend: Backend) -> None:
     assert [e.command_id for e in store.list_mailbox()] == [2]
 
 
+def test_mailbox_ids_are_never_reused(backend: Backend) -> None:
+    # A mailbox entry can belong to a command that was never journaled (not durable); its id must
+    # still raise max_command_id, or the next pool could reuse the id and overwrite the outcome.
+    store = backend.new()
+    store.put_mailbox([entry(77)])
+    store.commit()
+    store = backend.reopen(store)
+    assert store.load_pending().max_command_id == 77
+
+
+def test_sqlite_storage_pickles_as_its_settings(tmp_path: Path) -> None:
+    import pickle
+
+    store = SQLiteStorage(tmp_path / "p.db", compression=True, synchronous="full")
+    store.open()
+    copy = pickle.loads(pickle.dumps(store))
+    store.close()
+    assert copy.path == store.path and copy.synchronous == "FULL" and copy._conn is None
+    assert copy._sealer.compression is True
+    copy.open()
+    copy.close()
+
+
 def test_one_commit_per_turn(backend: Backend) -> None:
     store = backend.new()
     before = store.stats()["commits"]
