@@ -134,7 +134,7 @@ def test_terminate_cancels_and_stops_everything():
     futs = [p.submit(tasks.hang) for _ in range(4)]
     time.sleep(0.3)
     p.terminate()
-    assert all(f.cancelled() for f in futs)
+    assert all(f.cancelled() for f in futs), [(f, f.exception(0) if not f.cancelled() else None) for f in futs]
     with pytest.raises(PoolClosed):
         p.submit(tasks.noop)
 
