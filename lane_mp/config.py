@@ -28,6 +28,8 @@ __all__ = [
     "Lane",
     "DEFAULT_LANES",
     "default_lanes",
+    "PoolFileConfig",
+    "load_pool_config",
 ]
 
 
@@ -387,3 +389,53 @@ def normalize_lanes(lanes: Any) -> list[Lane]:
 
 
 Predicate = Callable[[FailureInfo], bool]
+
+
+class PoolFileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What ``LanePool.from_config(path)`` reads (TOML, JSON or YAML). ``lanes`` maps a name to
+    a LaneConfig whose ``priority`` field gives the lane priority (default: file order)."""
+
+    max_workers: int | None = None
+    default_lane: str | None = None
+    capacity_units: int | None = None
+    mp_context: str | None = None
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None
+    dead_letters: int | None = None
+    partition: PartitionConfig | None = None
+    retry: RetryPolicy | None = None
+    lanes: dict[str, LaneConfig] | None = None
+
+
+def load_pool_config(path: str) -> PoolFileConfig:
+    """Decode a config file into typed options; a bad field raises ConfigError naming it."""
+    import pathlib
+
+    p = pathlib.Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}", field="path") from exc
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(raw.decode())
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml  # optional: PyYAML
+            except ImportError as exc:
+                raise ConfigError("YAML config files need PyYAML (pip install pyyaml)", field="path") from exc
+            data = yaml.safe_load(raw)
+        elif suffix == ".json":
+            data = msgspec.json.decode(raw)
+        else:
+            raise ConfigError(f"unknown config format {suffix!r}: use .toml, .json or .yaml", field="path")
+        return msgspec.convert(data, PoolFileConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}", field=str(exc).rpartition("`")[0].rpartition("`")[2]) from exc
+    except ConfigError:
+        raise
+    except Exception as exc:  # syntax errors of the file format
+        raise ConfigError(f"{path}: {exc}", field="path") from exc
