@@ -182,6 +182,23 @@ class LanePool(Executor):
         self._start(ctx, cfg, initializer, initargs)
         _live_pools.add(self)
 
+    @classmethod
+    def from_config(cls, path: str, **overrides: Any) -> LanePool:
+        """A pool described by a TOML / JSON / YAML file (see ``PoolFileConfig``); keyword
+        arguments override the file. A bad field raises ConfigError naming it."""
+        from .config import load_pool_config
+
+        cfg = load_pool_config(path)
+        kwargs: dict[str, Any] = {
+            k: v for k, v in msgspec.structs.asdict(cfg).items() if v is not None
+        }
+        return cls(**{**kwargs, **overrides})
+
+    @classmethod
+    def with_default_lanes(cls, max_workers: int | None = None, **kwargs: Any) -> LanePool:
+        """The six default lanes (system, control, query, session, skill, prompt)."""
+        return cls(max_workers, lanes=None, **kwargs)
+
     # ---- start-up ----------------------------------------------------------------------------
     def _start(self, ctx: Any, cfg: CoordinatorConfig, initializer: Any, initargs: tuple[Any, ...]) -> None:
         coord_r, coord_w = make_pipe()
@@ -439,7 +456,7 @@ class LanePool(Executor):
                             self._put_release_locked()
                         self._wake_coordinator()
                     continue
-                if self._futures and time.monotonic() - last < RESULT_SPIN_S:
+                if time.monotonic() - last < RESULT_SPIN_S:
                     os.sched_yield()
                     continue
                 reader.set_waiting(True)
@@ -486,26 +503,28 @@ class LanePool(Executor):
     def _resolve(self, out: m.Outcome) -> None:
         cid = out.id
         fut = self._futures.pop(cid, None)
-        blocks = self._arg_blocks.pop(cid, None)
-        if blocks is not None:
-            with self._lock:
-                for name in blocks:
-                    self._blocks.give_back(name)
-        li = self._lane_of.pop(cid, None)
-        if li is not None:
-            with self._lock:
-                self._lane_outstanding[li] -= 1
-                self._capacity_cv.notify_all()
+        if self._arg_blocks:  # rare side tables: skip the lookups on the common path
+            blocks = self._arg_blocks.pop(cid, None)
+            if blocks is not None:
+                with self._lock:
+                    for name in blocks:
+                        self._blocks.give_back(name)
+        if self._lane_of:
+            li = self._lane_of.pop(cid, None)
+            if li is not None:
+                with self._lock:
+                    self._lane_outstanding[li] -= 1
+                    self._capacity_cv.notify_all()
         status = out.status
-        if self._hub.active and fut is not None:
-            self._observe(fut, out)
-        if fut is None or fut.cancelled():
+        if fut is None:
             if status == m.OK:
                 try:
                     self._codec.decode_value(out.payload)  # releases any result blocks
                 except errors.LaneMPError:
                     pass
             return
+        if self._hub.active:
+            self._observe(fut, out)
         fut.attempts = out.attempts
         if status == m.OK:
             try:

@@ -9,6 +9,8 @@ consumer; wake-ups travel on doorbell pipes, never on a data channel)::
     result ring <-------  outbox <- outcomes (retry? dead letter?) <--result ring w---  Done
                           timers: retry backoff, deadlines, timeouts, rate-limit refills
                           supervisor: spawn, watch sentinels, kill trees, respawn, retire
+                          journal (optional): accept/dispatch/finish stage writes; ONE commit
+                          per loop turn, before dispatch; Committed(upto) -> caller
 
 Actors and what each may touch:
 
@@ -19,6 +21,8 @@ Actors and what each may touch:
   table, timers and the segments (creates and unlinks them). Single-threaded, so forking
   workers from it is safe.
 - **worker**: reads its command ring, writes its result ring and its own result blocks.
+- **journal** (``persistence/journal.py``, optional): lives in this process and is the store's only
+  writer; touched only from this loop's thread (``open()`` runs here, never in the caller).
 
 One blocking wait per process: the coordinator sleeps in one ``poll()`` over its doorbell, every
 worker sentinel and its parent's sentinel, with a timeout from the next timer.
@@ -46,6 +50,7 @@ from ..ipc.ring import Ring, RingReader, RingWriter
 from ..outcomes.breaker import CircuitBreaker
 from ..ipc.segments import sweep
 from ..partitions import partition_for
+from ..persistence.journal import Journal
 from ..protocol import messages as m
 from ..scheduling.scheduler import SchedItem, Scheduler
 from .state import ASSIGNED, BACKOFF, PENDING, Command
@@ -80,6 +85,9 @@ class CoordinatorConfig(msgspec.Struct, frozen=True):
     dead_letters: bool = False  # send permanently failed commands back as dead letters
     emit_started: bool = False  # send a queue.command.started event per dispatch (costly)
     gauges_interval: float = 0.1  # seconds between lane gauge reports while anything changes
+    storage: Any = None  # a persistence Storage (SQLiteStorage pickles as its settings), opened here
+    durable: bool = False  # journal every command, not only those of durable lanes
+    recover: bool = True  # re-enqueue what the journal held at start-up
 
 
 class Coordinator:
@@ -132,6 +140,12 @@ class Coordinator:
         self.gauges_dirty = True
         for slot in self.workers:
             self.event("worker.started", pid=slot.pid, index=slot.index)
+        self.journal: Journal | None = None
+        if cfg.storage is not None:
+            self.journal = Journal(cfg.storage, cfg.lanes, durable=cfg.durable, token=cfg.token)
+            self.journal.open()
+            if cfg.recover:
+                self.recover_journal(time.monotonic())
 
     def event(self, key: str, **payload: Any) -> None:
         self.pending_out.append(self.enc.encode(m.EventRecord(key, time.time(), payload)))
@@ -165,6 +179,8 @@ class Coordinator:
         if self.shutting_down and self.cancel_on_shutdown:
             self.finish_error(cmd, "CancelledError", "pool shut down with cancel_futures=True")
             return
+        if self.journal is not None:
+            self.journal.accepted(sub)
         try:
             self.sched.enqueue(item, now)
         except Exception as exc:  # CostTooLarge etc.: the caller checks first, this is a backstop
@@ -225,6 +241,8 @@ class Coordinator:
                 slot.kill_reason = ("terminate", 0)
                 slot.kill_tree()
             self.cancel_all("pool terminated")
+        elif op.startswith("journal.") and self.journal is not None:
+            self.journal_request(msg, now)
         else:
             logger.warning("unknown control op {}", op)
 
@@ -264,6 +282,8 @@ class Coordinator:
     def handle_results(self, now: float) -> bool:
         progressed = False
         for slot in self.workers:
+            if slot.dead:
+                continue
             records = slot.reader.read_all()
             if records:
                 progressed = True
@@ -296,6 +316,8 @@ class Coordinator:
 
     def finish(self, cmd: Command, status: int, payload: bytes, run_s: float = 0.0) -> None:
         del self.commands[cmd.sub.id]
+        if self.journal is not None:
+            self.journal.finished(cmd.sub, cmd.attempts, status, payload)
         self.gauges_dirty = True
         ok = status == m.OK
         self.stats_counts["completed" if ok else "failed"] += 1
@@ -322,6 +344,8 @@ class Coordinator:
             self.event("queue.lane.circuit_closed", lane=self.cfg.lanes[lane].name)
 
     def dead_letter(self, cmd: Command, error_type: str, message: str, tb: str) -> None:
+        if self.journal is not None and not cmd.cancelled:
+            self.journal.dead_letter(cmd.sub, cmd.attempts, error_type, message, tb, self.cfg.dead_letters)
         if not self.cfg.dead_letters or cmd.cancelled:
             return
         self.stats_counts["dead_lettered"] += 1
@@ -335,6 +359,39 @@ class Coordinator:
 
     def finish_error(self, cmd: Command, error: str, message: str, **fields: Any) -> None:
         self.finish(cmd, m.ERROR, self.enc.encode(m.ErrorInfo(error, message, fields)))
+
+    # ---- journal (persistence/journal.py) ----------------------------------------------------
+    def recover_journal(self, now: float) -> None:
+        """Re-enqueue what the last pool left live (same ids, attempts kept); no caller future
+        waits for them, so their outcomes go to the mailbox."""
+        assert self.journal is not None
+        for sub, attempts in self.journal.recover():
+            self.accept(sub, now)
+            cmd = self.commands.get(sub.id)
+            if cmd is not None:
+                cmd.attempts = attempts
+        rep = self.journal.report
+        self.event("journal.recovered", recovered=len(rep.recovered), quarantined=len(rep.quarantined),
+                   dead_lettered=len(rep.dead_lettered), seconds=rep.seconds)
+
+    def journal_commit(self) -> None:
+        """The turn's one group commit; acknowledge durable submits, fail what did not land."""
+        assert self.journal is not None
+        report = self.journal.commit()
+        if report is None or not report.ack:
+            return
+        self.pending_out.append(self.enc.encode(m.Committed(report.upto, report.failed, report.error)))
+        for cid in report.failed:
+            cmd = self.commands.get(cid)
+            if cmd is not None and cmd.state == PENDING and self.sched.remove(cid) is not None:
+                self.finish_error(cmd, "StorageError", report.error)
+
+    def journal_request(self, msg: m.Control, now: float) -> None:
+        assert self.journal is not None
+        data, subs = self.journal.request(msg.op, msg.arg)
+        for sub in subs:  # replayed dead letters
+            self.accept(sub, now)
+        self.reply(msg.req, data)
 
     def failed(
         self, cmd: Command, info: FailureInfo, status: int, payload: bytes, now: float, run_s: float = 0.0
@@ -413,6 +470,8 @@ class Coordinator:
             cmd.state = ASSIGNED
             cmd.worker = widx
             cmd.attempts += 1
+            if self.journal is not None:
+                self.journal.dispatched(cmd.sub.id, cmd.attempts)
             cmd.dispatched_at = now
             sub = cmd.sub
             data = self.enc.encode(m.Run(sub.id, sub.fn, sub.payload, sub.chunk, cmd.attempts))
@@ -593,7 +652,7 @@ class Coordinator:
 
     def run(self, startup: Connection) -> None:
         hello = m.Hello(m.PROTOCOL_VERSION, self.submit_ring.segment.name, self.result_ring.segment.name,
-                        [w.pid for w in self.workers])
+                        [w.pid for w in self.workers], *(self.journal.hello_fields() if self.journal else ()))
         startup.send_bytes(self.enc.encode(hello))
         startup.close()
         words = self.control.words
@@ -604,6 +663,8 @@ class Coordinator:
             busy |= self.handle_results(now)
             if self.timers or self.breaker_timers or busy:
                 self.run_timers(now)
+            if self.journal is not None:  # before dispatch: journaled before any worker runs it
+                self.journal_commit()
             busy |= self.dispatch(now)
             if self.gauges_dirty and now - self.last_gauges >= self.cfg.gauges_interval:
                 self.send_gauges(now)
@@ -621,7 +682,7 @@ class Coordinator:
             if busy:
                 last_busy = now
                 continue
-            if now - last_busy < SPIN_S and (self.commands or self.intake.has_data()):
+            if now - last_busy < SPIN_S:
                 os.sched_yield()
                 continue
             # Nothing moved: go to sleep (the handshake is in ipc/doorbell.py).
@@ -672,6 +733,9 @@ class Coordinator:
                 slot.kill_tree()
                 slot.process.join(1.0)
             self.sup.discard(slot)
+        if self.journal is not None:
+            self.journal_commit()
+            self.journal.close()
         self.pending_out.append(self.enc.encode(m.Bye(reason)))
         if not self.parent_dead():
             self.flush_outbox()
@@ -704,6 +768,10 @@ def coordinator_main(
     except BaseException as exc:  # report, then fall through to cleanup: nothing may leak
         code = 1
         logger.exception("coordinator failed: {!r}", exc)
+        import traceback
+
+        # A dying coordinator always says why on stderr, even with library logging disabled.
+        sys.stderr.write(f"lane_mp coordinator failed:\n{traceback.format_exc()}")
         try:
             startup.send_bytes(msgspec.msgpack.encode(m.Bye(f"coordinator failed: {exc!r}")))
         except (OSError, ValueError):

@@ -8,7 +8,7 @@ Ring direction      records
 caller -> coord     Submit, Cancel, Release, Control
 coord  -> worker    Run, Release, Stop
 worker -> coord     Done, Retiring, InitFailed
-coord  -> caller    Outcome, Reply, EventRecord, Bye
+coord  -> caller    Outcome, Reply, EventRecord, Bye, Committed
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ PROTOCOL_VERSION = 1
 
 __all__ = [
     "PROTOCOL_VERSION", "Submit", "Cancel", "Release", "Control", "Run", "Stop", "Done", "Retiring",
-    "InitFailed", "Outcome", "Reply", "EventRecord", "Bye", "Hello", "ErrorInfo",
+    "InitFailed", "Outcome", "Reply", "EventRecord", "Bye", "Committed", "Hello", "ErrorInfo",
     "OK", "RAISED", "ERROR",
 ]
 
@@ -46,6 +46,7 @@ class Submit(msgspec.Struct, tag=1, **_opts):
     chunk: bool = False  # payload is a list of argument tuples; the result is a list
     max_retries: int | None = None  # per-call override of the lane's retry policy count
     submitted_at: float = 0.0
+    mailbox: bool = False  # keep the final outcome in storage until fetched (needs storage=)
 
 
 class Cancel(msgspec.Struct, tag=2, **_opts):
@@ -126,6 +127,16 @@ class Bye(msgspec.Struct, tag=33, **_opts):
     reason: str = ""
 
 
+class Committed(msgspec.Struct, tag=34, **_opts):
+    """The journal's group commit is durable: every durable command with id <= ``upto`` is on disk,
+    except ``failed`` (their journal write failed; they will not run). Durable ``submit`` waits
+    for it."""
+
+    upto: int
+    failed: list[int] = []
+    error: str = ""
+
+
 class Hello(msgspec.Struct, tag=40, **_opts):
     """The coordinator's start-up report to the caller (over the start-up pipe)."""
 
@@ -133,6 +144,8 @@ class Hello(msgspec.Struct, tag=40, **_opts):
     submit_ring: str
     result_ring: str
     worker_pids: list[int]
+    id_floor: int = 0  # with storage: new command ids must be above this (ids are never reused)
+    recovery: dict[str, Any] | None = None  # with storage: what the journal recovered at start-up
 
 
 class ErrorInfo(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -148,4 +161,4 @@ OK, RAISED, ERROR = 0, 1, 2
 CallerToCoord = Submit | Cancel | Release | Control
 CoordToWorker = Run | Release | Stop
 WorkerToCoord = Done | Retiring | InitFailed
-CoordToCaller = Outcome | Reply | EventRecord | Bye
+CoordToCaller = Outcome | Reply | EventRecord | Bye | Committed
