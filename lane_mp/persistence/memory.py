@@ -184,6 +184,7 @@ class MemoryStorage:
         store = self._stage()
         for entry in entries:
             store.mailbox[entry.command_id] = entry
+            store.max_command_id = max(store.max_command_id, entry.command_id)
 
     def fetch_mailbox(self, command_id: int, *, mark_fetched: bool = True) -> MailboxEntry | None:
         self._check_open()

@@ -84,6 +84,13 @@ class SQLiteStorage:
             )
         self.path = Path(path)
         self.synchronous = mode
+        # Kept so the store pickles as its configuration (see __reduce__), never as a connection.
+        self._config: dict[str, Any] = {
+            "compression": compression,
+            "encryption_key": encryption_key,
+            "synchronous": mode,
+            "metadata_only": metadata_only,
+        }
         self.metadata_only = metadata_only
         # Built now, not at open(): a bad key length or a missing 'cryptography' fails at construction.
         self._sealer = Sealer(compression=compression, key=encryption_key)
@@ -142,6 +149,11 @@ class SQLiteStorage:
         except sqlite3.Error as exc:
             conn.close()
             raise StorageError(f"closing {self.path} failed: {exc}", path=str(self.path)) from exc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as an *unopened* store with the same settings: the pool hands its storage to the
+        coordinator process, which opens it on its own thread (the one-writer rule)."""
+        return (_reopen, (str(self.path), self._config))
 
     def __enter__(self) -> Self:
         self.open()
@@ -315,6 +327,9 @@ class SQLiteStorage:
             conn.executemany(
                 f"INSERT OR REPLACE INTO mailbox ({_MB_COLS}) VALUES ({_marks(len(MAILBOX_COLUMNS))})", params
             )
+            # A mailbox entry may belong to a command that was never journaled (not durable): its id
+            # still counts, or the next pool could reuse it and overwrite this outcome.
+            self._raise_max_id(conn, max(entry.command_id for entry in entries))
 
     def fetch_mailbox(self, command_id: int, *, mark_fetched: bool = True) -> MailboxEntry | None:
         with self._sql("fetch_mailbox") as conn:
@@ -392,6 +407,10 @@ class SQLiteStorage:
         out["file_bytes"] = _size(self.path)
         out["wal_bytes"] = _size(Path(f"{self.path}-wal"))
         return out
+
+
+def _reopen(path: str, config: dict[str, Any]) -> SQLiteStorage:
+    return SQLiteStorage(path, **config)
 
 
 def _size(path: Path) -> int:
