@@ -91,7 +91,9 @@ class Consumer:
         self._ro = self._buf.toreadonly()
         self._cap = log.cap
         self._base = log.base
-        self._meta: dict[bytes, tuple[str, str, str | None]] = {}
+        self._meta: dict[int, tuple[str, str, str | None]] = {}
+        # memoryview.obj is the mmap: slicing it returns bytes in one step.
+        self._mm = self._buf.obj
         self._pending = False  # a copy=False batch awaits its commit
         self._view_start = 0
         self._min_seq = 0
@@ -239,10 +241,18 @@ class Consumer:
     def _parse(
         self, cursor: int, head: int, n: int, copy: bool
     ) -> tuple[list[Message], int, int, int, int | None]:
-        """Decode records in [cursor, head): (messages, end, next expected seq, lost, bad pos)."""
-        buf = self._buf if copy else self._ro
+        """Decode records in [cursor, head): (messages, end, next expected seq, lost, bad pos).
+
+        The hot loop of every read: locals only, one unpack per record, strings from a cache keyed
+        by the record's meta_key, one copy of the payload (slicing the mmap object gives bytes
+        straight away, half the cost of ``bytes(memoryview[...])``).
+        """
+        buf = self._buf
+        mm = self._mm if copy else self._ro
         cap, base = self._cap, self._base
         unpack = L.RECORD.unpack_from
+        header = L.RECORD_HEADER
+        message, wrap = L.KIND_MESSAGE, L.KIND_WRAP
         meta_cache = self._meta
         expected = self._expected
         min_seq = self._min_seq
@@ -252,50 +262,52 @@ class Consumer:
         while cursor < head and len(out) < n:
             off = cursor % cap
             p = base + off
-            total, kind, flags, plen, tlen, seq, ts, dlen, glen, gsize, gidx = unpack(buf, p)
-            if kind != L.KIND_MESSAGE:
-                if kind == L.KIND_WRAP and total == cap - off:
+            total, kind, flags, plen, tlen, seq, ts, dlen, glen, gsize, gidx, mkey = unpack(buf, p)
+            if kind != message:
+                if kind == wrap and total == cap - off:
                     cursor += total
                     continue
                 return out, cursor, expected, lost_total, cursor
-            mlen = plen + tlen + glen
-            d = p + L.RECORD_HEADER + ((mlen + 7) & ~7)
-            if total & 7 or off + total > cap or d + dlen > p + total:
+            d = p + header + ((plen + tlen + glen + 7) & ~7)
+            if d + dlen > p + total or off + total > cap or total & 7:
                 return out, cursor, expected, lost_total, cursor
             if seq < min_seq:
                 cursor += total
                 expected = seq + 1
                 continue
-            if mlen:
-                key = bytes(buf[p + L.RECORD_HEADER : p + L.RECORD_HEADER + mlen])
-                meta = meta_cache.get(key)
+            if mkey:
+                meta = meta_cache.get(mkey)
                 if meta is None:
-                    try:
-                        text = key.decode("utf-8")
-                    except UnicodeDecodeError:
+                    meta = self._decode_meta(p + header, plen, tlen, glen)
+                    if meta is None:
                         return out, cursor, expected, lost_total, cursor
-                    meta = (text[:plen], text[plen : plen + tlen], text[plen + tlen :] if glen else None)
-                    if len(key) == len(text):  # ASCII: character offsets are byte offsets
-                        if len(meta_cache) >= _META_CACHE_MAX:
-                            meta_cache.clear()
-                        meta_cache[key] = meta
-                    else:
-                        meta = (
-                            key[:plen].decode("utf-8", "replace"),
-                            key[plen : plen + tlen].decode("utf-8", "replace"),
-                            key[plen + tlen :].decode("utf-8", "replace") if glen else None,
-                        )
+                    if len(meta_cache) >= _META_CACHE_MAX:
+                        meta_cache.clear()
+                    meta_cache[mkey] = meta
                 producer, mtype, gid = meta
             else:
                 producer = mtype = ""
                 gid = None
-            lost = seq - expected if seq > expected else 0
-            lost_total += lost
+            if seq != expected:
+                lost = seq - expected if seq > expected else 0
+                lost_total += lost
+            else:
+                lost = 0
             expected = seq + 1
-            data = bytes(buf[d : d + dlen]) if copy else buf[d : d + dlen]
-            append(Message(seq, ts / 1e9, producer, mtype, data, lost, gid, gidx, gsize, (flags & L.FLAG_OBJ) != 0))
+            append(Message(seq, ts / 1e9, producer, mtype, mm[d : d + dlen], lost, gid, gidx, gsize, flags & 1 == 1))
             cursor += total
         return out, cursor, expected, lost_total, None
+
+    def _decode_meta(self, start: int, plen: int, tlen: int, glen: int) -> tuple[str, str, str | None] | None:
+        raw = bytes(self._buf[start : start + plen + tlen + glen])
+        try:
+            return (
+                raw[:plen].decode("utf-8"),
+                raw[plen : plen + tlen].decode("utf-8"),
+                raw[plen + tlen :].decode("utf-8") if glen else None,
+            )
+        except UnicodeDecodeError:
+            return None  # torn (retention passed us) or corrupt: the caller checks the tail
 
     def _wait(self, deadline: float | None) -> None:
         """Return when a message may be there, the topic closed, or ``deadline`` passed."""

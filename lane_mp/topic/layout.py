@@ -32,6 +32,7 @@ the field before writing it and a concurrent reader can see the 0 — see MEASUR
      216     8    created_ns (time.time_ns() at creation)
     256 .. slots_offset + max_consumers * 192: the consumer table (below)
     data_offset .. data_offset + capacity: the log, a ring of contiguous records
+    + 48 bytes of slack (never written) so a record header can always be unpacked whole
 
 Consumer slot (192 bytes, three cache lines so the consumer's hot words never share a line with
 fields the lock holder writes)::
@@ -68,7 +69,9 @@ Record (8-aligned, never split across the end of the ring)::
     28  u8   group_len   (3 bytes padding)
     32  u32  group_size  (0 on members after the first)
     36  u32  group_index
-    40       producer id, message type, group id (UTF-8), padded to 8; then data, padded to 8
+    40  u64  meta_key    xxh3_64 of the meta bytes below (0 if none): readers cache the decoded
+                         strings by it instead of copying the bytes out for every record
+    48       producer id, message type, group id (UTF-8), padded to 8; then data, padded to 8
 
 A record that does not fit before the end of the ring is preceded by a wrap marker covering the
 rest of the ring, so every record is one contiguous slice (decode straight from the mapping).
@@ -85,6 +88,10 @@ from __future__ import annotations
 
 import struct
 from typing import Final
+
+def align8(n: int) -> int:
+    return (n + 7) & ~7
+
 
 MAGIC: Final = int.from_bytes(b"LMPTOPIC", "little")
 VERSION: Final = 1
@@ -143,17 +150,22 @@ FLAG_GROUP: Final = 2
 
 # A struct for the record header is fine (unlike counters): nobody reads a record until head_pos
 # is published after it, so a zero-filled intermediate state is never observed.
-RECORD = struct.Struct("<IBBBBQqIB3xII")
+RECORD = struct.Struct("<IBBBBQqIB3xIIQ")
 RECORD_HEADER: Final = RECORD.size
 WRAP = struct.Struct("<IB")
 MAX_META_BYTES: Final = 255  # each of producer id, message type and group id
-MAX_RECORD_OVERHEAD: Final = RECORD_HEADER + ((3 * MAX_META_BYTES + 7) & ~7)
+# Metadata (producer id + type + group id) that a max_message_bytes payload is guaranteed room
+# for; longer metadata is allowed but shrinks the largest payload of that one message.
+RESERVED_META: Final = 64
 
-assert RECORD_HEADER == 40
+
+def max_data_bytes(capacity: int, meta_len: int) -> int:
+    """Largest payload that keeps a record within half the ring (see ``Topic.create``)."""
+    return (capacity // 2 - RECORD_HEADER - align8(meta_len)) & ~7
+
+assert RECORD_HEADER == 48
 
 
-def align8(n: int) -> int:
-    return (n + 7) & ~7
 
 
 def record_size(meta_len: int, data_len: int) -> int:
@@ -171,7 +183,10 @@ def data_offset(max_consumers: int) -> int:
 
 
 def segment_bytes(capacity: int, max_consumers: int) -> int:
-    return data_offset(max_consumers) + capacity
+    # RECORD_HEADER bytes of slack past the ring: a reader unpacks a whole record header even at
+    # a wrap marker in the last 8 bytes (only its first 8 bytes mean anything there), which saves a
+    # second unpack per record on the hot path.
+    return data_offset(max_consumers) + capacity + RECORD_HEADER
 
 
 def slot_word(slot: int) -> int:

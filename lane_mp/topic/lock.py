@@ -53,12 +53,12 @@ def fence() -> None:
 class AppendLock:
     """An exclusive ``flock`` on the segment, plus a thread lock for threads sharing this object."""
 
-    __slots__ = ("segment_name", "_fd", "_pid", "_thread_lock", "__weakref__")
+    __slots__ = ("segment_name", "_fd", "pid", "_thread_lock", "__weakref__")
 
     def __init__(self, segment_name: str) -> None:
         self.segment_name = segment_name
         self._fd = -1
-        self._pid = 0
+        self.pid = os.getpid()  # of the process holding this object (kept right across fork)
         self._thread_lock = threading.Lock()
         _ALL.add(self)
 
@@ -71,13 +71,12 @@ class AppendLock:
             ) from exc
         os.set_inheritable(fd, False)
         self._fd = fd
-        self._pid = os.getpid()
         return fd
 
     def acquire(self) -> None:
         self._thread_lock.acquire()
         try:
-            fd = self._fd if self._pid == os.getpid() and self._fd >= 0 else self._open()
+            fd = self._fd if self._fd >= 0 else self._open()  # -1 after fork: see below
             # Blocking: the critical section is microseconds long, and the kernel queues waiters
             # without spinning. A holder stopped with SIGSTOP stalls publishers (documented).
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -99,7 +98,7 @@ class AppendLock:
         self.release()
 
     def close(self) -> None:
-        if self._fd >= 0 and self._pid == os.getpid():
+        if self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
 
@@ -112,6 +111,7 @@ class AppendLock:
             except OSError:
                 pass
         self._fd = -1
+        self.pid = os.getpid()
         self._thread_lock = threading.Lock()
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
 
 from lane_mp.errors import DecodeError
 from lane_mp.topic import layout as L
@@ -27,17 +26,10 @@ __all__ = ["Log", "Item", "RECLAIM_SLACK"]
 RECLAIM_SLACK = 8  # capacity // 8
 
 
-class Item(NamedTuple):
-    """One message ready to append: encoded metadata plus the payload buffer (flat bytes view)."""
-
-    meta: bytes
-    producer_len: int
-    type_len: int
-    group_len: int
-    flags: int
-    group_size: int
-    group_index: int
-    data: memoryview
+# One message ready to append (a plain tuple: a NamedTuple costs ~0.3 us more per message):
+# (meta bytes, producer_len, type_len, group_len, flags, group_size, group_index, meta_key, data)
+# where data is ``bytes`` or a flat unsigned-byte memoryview (so len() is its size in bytes).
+Item = tuple[bytes, int, int, int, int, int, int, int, bytes | memoryview]
 
 
 class Log:
@@ -114,12 +106,13 @@ class Log:
         seq = q[L.W_HEAD_SEQ]
         now_ns = time.time_ns()
         pack = L.RECORD.pack_into
+        kind = L.KIND_MESSAGE
         i = start
         n = len(items)
         while i < n:
-            meta, plen, tlen, glen, flags, gsize, gidx, data = items[i]
+            meta, plen, tlen, glen, flags, gsize, gidx, mkey, data = items[i]
             mlen = len(meta)
-            dlen = data.nbytes
+            dlen = len(data)
             size = L.RECORD_HEADER + ((mlen + 7) & ~7) + ((dlen + 7) & ~7)
             off = head % cap
             contig = cap - off
@@ -138,7 +131,7 @@ class Log:
                 off = 0
             seq += 1
             p = base + off
-            pack(buf, p, size, L.KIND_MESSAGE, flags, plen, tlen, seq, now_ns, dlen, glen, gsize, gidx)
+            pack(buf, p, size, kind, flags, plen, tlen, seq, now_ns, dlen, glen, gsize, gidx, mkey)
             p += L.RECORD_HEADER
             if mlen:
                 buf[p : p + mlen] = meta

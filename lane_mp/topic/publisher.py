@@ -25,13 +25,13 @@ group's members must come from one ``Publisher``. ``publish_group`` sends a whol
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import xxhash
 
 from lane_mp.errors import ConfigError, EncodeError, PayloadTooLarge, TopicClosed, TopicFull
 from lane_mp.topic import layout as L
@@ -50,6 +50,7 @@ BACKOFF_MIN_S = 50e-6
 BACKOFF_MAX_S = 2e-3
 
 Group = tuple[str, int] | str | None
+_SLOT_WORDS = L.SLOT_BYTES // 8
 
 
 def _flat(data: Any) -> memoryview:
@@ -84,35 +85,55 @@ class Publisher:
         self._drop = topic.policy == "drop_slowest"
         self._error = topic.policy == "error"
         self._max = topic.max_message_bytes
-        self._meta_cache: dict[str, tuple[bytes, int]] = {}
+        self._plen = len(self._producer)
+        self._meta_cache: dict[str, tuple[bytes, int, int, int]] = {}
         self._groups: dict[str, list[int]] = {}  # open groups: id -> [size, next index]
         self._groups_lock = threading.Lock()
         self._encoder = msgspec.msgpack.Encoder()
+        self._log = topic._log
+        self._q = topic._log.q
+        self._sleep0 = L.slot_word(0) + L.S_SLEEPING
         self._closed = False
 
     # -- building items ---------------------------------------------------------------------
 
+    def _meta(self, message_type: str) -> tuple[bytes, int, int, int]:
+        """(meta bytes, type length, meta key, payload limit) for an ungrouped message, cached."""
+        cached = self._meta_cache.get(message_type)
+        if cached is None:
+            mtype = _meta_text(message_type, "message_type")
+            meta = self._producer + mtype
+            cached = (meta, len(mtype), xxhash.xxh3_64_intdigest(meta) if meta else 0, self._limit(meta))
+            if len(self._meta_cache) < 256:
+                self._meta_cache[message_type] = cached
+        return cached
+
+    def _limit(self, meta: bytes) -> int:
+        return min(self._max, L.max_data_bytes(self.topic.capacity_bytes, len(meta)))
+
+    def _too_large(self, size: int, limit: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"{size} bytes is above this topic's limit of {limit} (max_message_bytes={self._max}, "
+            f"less any metadata beyond {L.RESERVED_META} bytes)",
+            size=size,
+            limit=limit,
+        )
+
     def _item(self, data: Any, message_type: str, flags: int, group: Group) -> Item:
-        mv = _flat(data)
-        if mv.nbytes > self._max:
-            raise PayloadTooLarge(
-                f"{mv.nbytes} bytes is above this topic's max_message_bytes={self._max}",
-                size=mv.nbytes,
-                limit=self._max,
-            )
+        mv = data if type(data) is bytes else _flat(data)
         if group is None:
-            cached = self._meta_cache.get(message_type)
-            if cached is None:
-                mtype = _meta_text(message_type, "message_type")
-                if len(self._meta_cache) < 256:
-                    self._meta_cache[message_type] = (self._producer + mtype, len(mtype))
-                cached = (self._producer + mtype, len(mtype))
-            return Item(cached[0], len(self._producer), cached[1], 0, flags, 0, 0, mv)
-        gid, size, index = self._group_member(group)
+            meta, tlen, key, limit = self._meta(message_type)
+            if len(mv) > limit:
+                raise self._too_large(len(mv), limit)
+            return (meta, self._plen, tlen, 0, flags, 0, 0, key, mv)
         mtype = _meta_text(message_type, "message_type")
-        graw = _meta_text(gid, "group_id")
+        graw = _meta_text(str(group[0] if isinstance(group, tuple) else group), "group_id")
         meta = self._producer + mtype + graw
-        return Item(meta, len(self._producer), len(mtype), len(graw), flags | L.FLAG_GROUP, size, index, mv)
+        if len(mv) > self._limit(meta):
+            raise self._too_large(len(mv), self._limit(meta))
+        gid, size, index = self._group_member(group)
+        key = xxhash.xxh3_64_intdigest(meta)
+        return (meta, self._plen, len(mtype), len(graw), flags | L.FLAG_GROUP, size, index, key, mv)
 
     def _group_member(self, group: tuple[str, int] | str) -> tuple[str, int, int]:
         with self._groups_lock:
@@ -168,7 +189,15 @@ class Publisher:
         The batch is atomic only while it fits: when it must wait for room, other publishers may
         interleave, so the returned sequences are increasing but not always consecutive.
         """
-        batch = [self._item(d, message_type, 0, None) for d in items]
+        meta, tlen, key, limit = self._meta(message_type)
+        plen = self._plen
+        batch: list[Item] = []
+        add = batch.append
+        for data in items:
+            mv = data if type(data) is bytes else _flat(data)
+            if len(mv) > limit:
+                raise self._too_large(len(mv), limit)
+            add((meta, plen, tlen, 0, 0, 0, 0, key, mv))
         return self._append(batch, timeout) if batch else []
 
     def publish_group(
@@ -197,13 +226,9 @@ class Publisher:
     # -- the append loop --------------------------------------------------------------------
 
     def _append(self, batch: list[Item], timeout: float | None) -> list[int]:
-        if self._closed:
-            raise TopicClosed("publisher is closed", topic=self.topic.name)
-        topic = self.topic
-        topic._check_open()
-        log = topic._log
-        q = log.q
-        lock = self._lock
+        if self._closed or self.topic._closed:
+            raise TopicClosed("publisher or topic handle is closed", topic=self.topic.name)
+        log, q, lock, n = self._log, self._q, self._lock, len(batch)
         seqs: list[int] = []
         done = 0
         deadline: float | None = None
@@ -211,13 +236,11 @@ class Publisher:
         while True:
             lock.acquire()
             try:
-                if q[L.W_CLOSED]:
-                    closed = True
-                else:
-                    closed = False
+                closed = q[L.W_CLOSED]
+                if not closed:
                     if q[L.W_LOCK_OWNER]:
-                        log.recover()
-                    q[L.W_LOCK_OWNER] = os.getpid()
+                        log.recover()  # the previous holder died in here
+                    q[L.W_LOCK_OWNER] = lock.pid
                     before = q[L.W_HEAD_SEQ]
                     wrote = log.append(batch, done, self._drop)
                     q[L.W_LOCK_OWNER] = 0
@@ -226,15 +249,19 @@ class Publisher:
                 # the head store above and the sleeping-flag loads below (lost wake-up, MEASURED.md).
                 lock.release()
             if closed:
-                raise TopicClosed(f"topic {topic.name!r} was unlinked", topic=topic.name, published=done)
+                name = self.topic.name
+                raise TopicClosed(f"topic {name!r} was unlinked", topic=name, published=done, sequences=seqs)
             if wrote:
+                if n == 1:
+                    self._ring()
+                    return [before + 1]
                 seqs.extend(range(before + 1, before + 1 + wrote))
                 done += wrote
-                self._ring(q)
-            if done == len(batch):
-                return seqs
+                self._ring()
+                if done == n:
+                    return seqs
             # Full. Dead consumers first: one killed mid-stream must not hold the log forever.
-            if topic._maybe_reap():
+            if self.topic._maybe_reap():
                 continue
             if self._error:
                 raise self._full(done, seqs)
@@ -256,10 +283,11 @@ class Publisher:
             sequences=seqs,
         )
 
-    def _ring(self, q: memoryview) -> None:
-        w = L.slot_word(0)
-        step = L.SLOT_BYTES // 8
+    def _ring(self) -> None:
+        """Ring every consumer that raised its sleeping flag (a few loads when none did)."""
+        q = self._q
+        w = self._sleep0
         for slot in range(q[L.W_SLOT_HWM]):
-            if q[w + L.S_SLEEPING]:
-                self._ringer.ring(slot, q[w + L.S_TOKEN])
-            w += step
+            if q[w]:
+                self._ringer.ring(slot, q[w - L.S_SLEEPING + L.S_TOKEN])
+            w += _SLOT_WORDS

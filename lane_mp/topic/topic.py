@@ -91,11 +91,11 @@ class Topic:
         if not 1 <= max_consumers <= 4096:
             raise ConfigError("max_consumers must be within 1..4096", field="max_consumers")
         capacity = L.align8(int(capacity_bytes))
-        if capacity < 2 * (L.MAX_RECORD_OVERHEAD + 64):
-            raise ConfigError(f"capacity_bytes too small: {capacity_bytes}", field="capacity_bytes")
+        if capacity < 1024:
+            raise ConfigError(f"capacity_bytes below 1024: {capacity_bytes}", field="capacity_bytes")
         # A record must fit in half the ring: then a record always fits once the log is empty,
         # whatever padding the wrap needs (pad < record size <= capacity / 2).
-        largest = capacity // 2 - L.MAX_RECORD_OVERHEAD
+        largest = L.max_data_bytes(capacity, L.RESERVED_META)
         if max_message_bytes is None:
             max_message_bytes = min(largest, max(capacity // 4, 1))
         if not 0 < max_message_bytes <= largest:
@@ -251,7 +251,7 @@ class Topic:
         q = self._log.q
         if q[L.W_LOCK_OWNER]:
             self._log.recover()
-        q[L.W_LOCK_OWNER] = os.getpid()
+        q[L.W_LOCK_OWNER] = lock.pid
 
     def _leave(self, lock: AppendLock) -> None:
         self._log.q[L.W_LOCK_OWNER] = 0
