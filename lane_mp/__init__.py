@@ -49,6 +49,21 @@ __all__ = [
     # the pool
     "LanePool",
     "LaneFuture",
+    # failure handling and persistence
+    "DeadLetterQueue",
+    "DeadLetter",
+    "SQLiteStorage",
+    "MemoryStorage",
+    "Storage",
+    # observability
+    "EventEmitter",
+    "LaneEvent",
+    "QueueMetrics",
+    "AlertManager",
+    "AlertLevel",
+    "Alert",
+    # topics
+    "Topic",
     # configuration
     "Lane",
     "LaneConfig",
@@ -85,6 +100,18 @@ __all__ = [
 _LAZY = {
     "LanePool": ("lane_mp.pool", "LanePool"),
     "LaneFuture": ("lane_mp.futures", "LaneFuture"),
+    "DeadLetterQueue": ("lane_mp.outcomes.dlq", "DeadLetterQueue"),
+    "DeadLetter": ("lane_mp.outcomes.dlq", "DeadLetter"),
+    "SQLiteStorage": ("lane_mp.persistence", "SQLiteStorage"),
+    "MemoryStorage": ("lane_mp.persistence", "MemoryStorage"),
+    "Storage": ("lane_mp.persistence", "Storage"),
+    "EventEmitter": ("lane_mp.observability.events", "EventEmitter"),
+    "LaneEvent": ("lane_mp.observability.events", "LaneEvent"),
+    "QueueMetrics": ("lane_mp.observability.metrics", "QueueMetrics"),
+    "AlertManager": ("lane_mp.observability.alerts", "AlertManager"),
+    "AlertLevel": ("lane_mp.observability.alerts", "AlertLevel"),
+    "Alert": ("lane_mp.observability.alerts", "Alert"),
+    "Topic": ("lane_mp.topic", "Topic"),
 }
 
 
@@ -110,4 +137,10 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from .futures import LaneFuture
+    from .observability.alerts import Alert, AlertLevel, AlertManager
+    from .observability.events import EventEmitter, LaneEvent
+    from .observability.metrics import QueueMetrics
+    from .outcomes.dlq import DeadLetter, DeadLetterQueue
+    from .persistence import MemoryStorage, SQLiteStorage, Storage
     from .pool import LanePool
+    from .topic import Topic

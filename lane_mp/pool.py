@@ -122,6 +122,7 @@ class LanePool(Executor):
         alerts: AlertManager | None = None,
         dead_letters: DeadLetterQueue | int | None = None,
         pressure_threshold: int = 1000,
+        max_payload_bytes: int | None = None,
         storage: Any = None,
         durable: bool = False,
         recover: bool = True,
@@ -160,6 +161,7 @@ class LanePool(Executor):
             ring_capacity=ring_capacity, max_tasks_per_child=max_tasks_per_child,
             max_memory_per_child=max_memory_per_child, default_retry=retry,
             dead_letters=dead_letters is not None, emit_started=emitter is not None,
+            max_payload_bytes=max_payload_bytes,
             storage=self._storage_setup(storage, durable), durable=durable, recover=recover,
         )
         # Locks: _lock serialises the submit ring, block pool and id counter (many caller threads).
@@ -228,7 +230,9 @@ class LanePool(Executor):
             self._ids = itertools.count(hello.id_floor + 1)
             self._journal.started(hello.recovery)
         self._blocks = BlockPool(f"lmp_{self._token}_b{os.getpid():x}_")
-        self._codec = PayloadCodec(self._blocks, BlockCache(readonly=False), on_view=self._on_view)
+        self._codec = PayloadCodec(
+            self._blocks, BlockCache(readonly=False), on_view=self._on_view, max_payload=cfg.max_payload_bytes
+        )
         self._enc = msgspec.msgpack.Encoder()
         self._dec = msgspec.msgpack.Decoder(m.CoordToCaller)
         self._err_dec = msgspec.msgpack.Decoder(m.ErrorInfo)

@@ -85,6 +85,7 @@ class CoordinatorConfig(msgspec.Struct, frozen=True):
     dead_letters: bool = False  # send permanently failed commands back as dead letters
     emit_started: bool = False  # send a queue.command.started event per dispatch (costly)
     gauges_interval: float = 0.1  # seconds between lane gauge reports while anything changes
+    max_payload_bytes: int | None = None
     storage: Any = None  # a persistence Storage (SQLiteStorage pickles as its settings), opened here
     durable: bool = False  # journal every command, not only those of durable lanes
     recover: bool = True  # re-enqueue what the journal held at start-up
@@ -121,7 +122,7 @@ class Coordinator:
         self.sup = Supervisor(
             multiprocessing.get_context(cfg.worker_start_method), cfg.token, self.control.segment.name,
             bell_w, cfg.ring_capacity, initializer, initargs,
-            cfg.max_tasks_per_child, cfg.max_memory_per_child,
+            cfg.max_tasks_per_child, cfg.max_memory_per_child, cfg.max_payload_bytes,
         )
         self.workers: list[WorkerSlot] = [self.sup.start(i) for i in range(cfg.workers)]
         parent = multiprocessing.parent_process()

@@ -91,7 +91,9 @@ class Supervisor:
         initargs: tuple[Any, ...],
         max_tasks: int | None,
         max_memory: int | None,
+        max_payload: int | None = None,
     ) -> None:
+        self.max_payload = max_payload
         self.ctx = ctx
         self.token = token
         self.control_name = control_name
@@ -112,7 +114,7 @@ class Supervisor:
         bell_r, bell_w = make_pipe()
         spec = WorkerSpec(
             index, self.control_name, cmd.segment.name, result.segment.name,
-            f"lmp_{self.token}_b", -1, -1, self.max_tasks, self.max_memory,
+            f"lmp_{self.token}_b", -1, -1, self.max_tasks, self.max_memory, self.max_payload,
         )
         # Connections carry the fds across every start method (dup'd for spawn/forkserver).
         bell_conn = Connection(bell_r, writable=False)

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import DecodeError, EncodeError, TaskFailed
+from ..errors import DecodeError, EncodeError, PayloadTooLarge, TaskFailed
 from ..ipc.blocks import BlockCache, BlockPool
 
 # Payloads up to this size travel inline in the ring record; larger ones go to a block.
@@ -94,7 +94,9 @@ class PayloadCodec:
         *,
         inline_max: int = INLINE_MAX,
         on_view: Callable[[str, memoryview | None], None] | None = None,
+        max_payload: int | None = None,
     ) -> None:
+        self.max_payload = max_payload
         self.blocks = blocks
         self.cache = cache
         self.inline_max = inline_max
@@ -113,6 +115,8 @@ class PayloadCodec:
             return self._finish(self._encode_msgpack((args, kwargs)))
         try:
             return self._finish(self._encode_pickle((args, kwargs)))
+        except PayloadTooLarge:
+            raise
         except EncodeError as exc:
             raise EncodeError(f"{_culprit(args, kwargs)}: {exc.__cause__}") from exc.__cause__
 
@@ -125,7 +129,10 @@ class PayloadCodec:
     def _encode_msgpack(self, obj: Any) -> bytes:
         try:
             return b"M" + self._enc.encode(obj)
+        except PayloadTooLarge:
+            raise
         except (TypeError, ValueError, OverflowError):
+            self._abort()
             return self._encode_pickle(obj)
 
     def _encode_pickle(self, obj: Any) -> bytes:
@@ -140,12 +147,20 @@ class PayloadCodec:
 
         try:
             data = pickle.dumps(obj, protocol=5, buffer_callback=oob)
+        except PayloadTooLarge:
+            raise
         except Exception as exc:
             self._abort()
             raise EncodeError(f"cannot encode {type(obj).__name__}: {exc}") from exc
         return b"P" + self._plain.encode((data, refs))
 
     def _finish(self, payload: bytes) -> tuple[bytes, list[str]]:
+        if self.max_payload is not None and len(payload) > self.max_payload:
+            self._abort()
+            raise PayloadTooLarge(
+                f"a payload of {len(payload)} bytes exceeds max_payload_bytes={self.max_payload}",
+                nbytes=len(payload), limit=self.max_payload,
+            )
         if len(payload) <= self.inline_max and not self._used:
             return payload, _NO_BLOCKS
         if len(payload) > self.inline_max and self.blocks is not None:
@@ -163,6 +178,12 @@ class PayloadCodec:
     def _to_block(self, raw: memoryview) -> tuple[str, int]:
         assert self.blocks is not None
         n = raw.nbytes
+        if self.max_payload is not None and n > self.max_payload:
+            self._abort()
+            raise PayloadTooLarge(
+                f"a payload of {n} bytes exceeds max_payload_bytes={self.max_payload}",
+                nbytes=n, limit=self.max_payload,
+            )
         seg = self.blocks.lease(n)
         seg.buf[:n] = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
         self._used.append(seg.name)

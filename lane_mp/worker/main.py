@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import DecodeError, EncodeError
+from ..errors import DecodeError, EncodeError, PayloadTooLarge
 from ..ipc.blocks import BlockCache, BlockPool
 from ..ipc.control import COORD_WAITING, Control
 from ..ipc.doorbell import BACKSTOP_S, drain_fd, fence, ring_fd
@@ -50,6 +50,7 @@ class WorkerSpec(msgspec.Struct, frozen=True):
     coord_bell_fd: int  # write end of the coordinator's doorbell
     max_tasks: int | None = None
     max_memory: int | None = None  # bytes of RSS
+    max_payload: int | None = None  # bytes; larger results fail with PayloadTooLarge
 
 
 def _die_with_parent() -> None:
@@ -73,7 +74,8 @@ class _Worker:
         self.reader = RingReader(self.cmd_ring)
         self.writer = RingWriter(Ring.attach(spec.result_ring))
         self.codec = PayloadCodec(
-            BlockPool(f"{spec.block_prefix}{os.getpid():x}_"), BlockCache(readonly=True)
+            BlockPool(f"{spec.block_prefix}{os.getpid():x}_"), BlockCache(readonly=True),
+            max_payload=spec.max_payload,
         )
         self.enc = msgspec.msgpack.Encoder()
         self.dec = msgspec.msgpack.Decoder(m.CoordToWorker)
@@ -131,6 +133,8 @@ class _Worker:
             payload, _blocks = self.codec.encode_value(result)
         except EncodeError as exc:
             return self.error(cmd.id, "EncodeError", f"result of {cmd.fn} cannot be encoded: {exc}")
+        except PayloadTooLarge as exc:
+            return self.error(cmd.id, "PayloadTooLarge", f"result of {cmd.fn}: {exc}")
         return m.Done(cmd.id, m.OK, payload, elapsed)
 
     def error(self, cid: int, error: str, message: str) -> m.Done:
@@ -153,6 +157,7 @@ class _Worker:
             if not records:
                 now = time.monotonic()
                 if now < spin_until:
+                    os.sched_yield()
                     continue
                 reader.set_waiting(True)
                 fence()

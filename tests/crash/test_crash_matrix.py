@@ -72,3 +72,17 @@ def test_worker_crashed_is_a_broken_process_pool(pool):
     with pytest.raises(BrokenProcessPool):
         pool.submit(tasks.exit_now, 2).result(30)
     _still_serving(pool)
+
+
+@pytest.mark.timeout(60)
+def test_oversized_payloads_are_refused_both_ways():
+    from lane_mp import PayloadTooLarge
+
+    pytest.importorskip("numpy")
+    with LanePool(1, max_payload_bytes=1 << 20) as p:
+        with pytest.raises(PayloadTooLarge) as info:
+            p.submit(tasks.ident, b"x" * (2 << 20))
+        assert info.value.limit == 1 << 20
+        with pytest.raises(PayloadTooLarge):
+            p.submit(tasks.make_array, 1 << 18).result(20)  # a 2 MiB result
+        assert p.submit(tasks.ident, b"y" * 1000).result(20) == b"y" * 1000
