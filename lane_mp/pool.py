@@ -126,6 +126,7 @@ class LanePool(Executor):
         storage: Any = None,
         durable: bool = False,
         recover: bool = True,
+        notify_url: str | None = None,
     ) -> None:
         n = max_workers if max_workers is not None else workers
         if n is None:
@@ -162,7 +163,8 @@ class LanePool(Executor):
             max_memory_per_child=max_memory_per_child, default_retry=retry,
             dead_letters=dead_letters is not None, emit_started=emitter is not None,
             max_payload_bytes=max_payload_bytes,
-            storage=self._storage_setup(storage, durable), durable=durable, recover=recover,
+            storage=self._storage_setup(storage, durable, notify_url), durable=durable, recover=recover,
+            notify_url=notify_url,
         )
         # Locks: _lock serialises the submit ring, block pool and id counter (many caller threads).
         self._lock = threading.Lock()
@@ -655,15 +657,17 @@ class LanePool(Executor):
         return serve_metrics(self._hub.metrics.snapshot, port=port, host=host)
 
     # ---- persistence (persistence/client.py does the work) -------------------------------------
-    def _storage_setup(self, storage: Any, durable: bool) -> Any:
+    def _storage_setup(self, storage: Any, durable: bool, notify_url: str | None = None) -> Any:
         """Normalise ``storage=`` and decide per lane whether submit waits for the journal."""
         if isinstance(storage, (str, os.PathLike)):
             storage = SQLiteStorage(storage)
         self._journal: JournalClient | None = None
         if storage is not None:
             self._journal = JournalClient(storage, self._request)
-        elif durable or any(lane.config.durable for lane in self._lanes):
-            raise errors.ConfigError("durable=True (pool or lane) needs LanePool(storage=...)", field="durable")
+        elif durable or notify_url or any(lane.config.durable for lane in self._lanes):
+            raise errors.ConfigError(
+                "durable=True (pool or lane) and notify_url need LanePool(storage=...)", field="storage"
+            )
         self._durable_lanes = [storage is not None and (durable or lane.config.durable) for lane in self._lanes]
         return storage
 

@@ -89,6 +89,7 @@ class CoordinatorConfig(msgspec.Struct, frozen=True):
     storage: Any = None  # a persistence Storage (SQLiteStorage pickles as its settings), opened here
     durable: bool = False  # journal every command, not only those of durable lanes
     recover: bool = True  # re-enqueue what the journal held at start-up
+    notify_url: str | None = None  # POST kept outcomes here (persistence/notifier.py: a thread)
 
 
 class Coordinator:
@@ -143,7 +144,8 @@ class Coordinator:
             self.event("worker.started", pid=slot.pid, index=slot.index)
         self.journal: Journal | None = None
         if cfg.storage is not None:
-            self.journal = Journal(cfg.storage, cfg.lanes, durable=cfg.durable, token=cfg.token)
+            self.journal = Journal(cfg.storage, cfg.lanes, durable=cfg.durable, token=cfg.token,
+                                   notify_url=cfg.notify_url)
             self.journal.open()
             if cfg.recover:
                 self.recover_journal(time.monotonic())

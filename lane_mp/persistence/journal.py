@@ -36,6 +36,7 @@ from lane_mp.errors import StorageError
 from lane_mp.ipc.blocks import BlockCache, BlockPool
 from lane_mp.protocol import messages as m
 
+from .notifier import Notifier
 from .payloads import bundle, unbundle
 from .records import DeadLetter, MailboxEntry, QuarantinedRow, StoredCommand
 from .storage import Storage
@@ -75,7 +76,15 @@ class CommitReport(NamedTuple):
 class Journal:
     """Owns one open :class:`Storage` inside the coordinator process; see the module docstring."""
 
-    def __init__(self, storage: Storage, lanes: Sequence[Lane], *, durable: bool, token: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        lanes: Sequence[Lane],
+        *,
+        durable: bool,
+        token: str,
+        notify_url: str | None = None,
+    ) -> None:
         self.storage = storage
         self.lane_names = [lane.name for lane in lanes]
         self.lane_index = {lane.name: i for i, lane in enumerate(lanes)}
@@ -100,6 +109,8 @@ class Journal:
         self._cache = BlockCache(readonly=True)
         self._blocks: BlockPool | None = None  # leased lazily, only for recovered large payloads
         self._owned: dict[int, list[str]] = {}
+        # Kept outcomes are POSTed after their commit, so a notified reader always finds them.
+        self.notifier = Notifier(notify_url) if notify_url else None
 
     # ---- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
@@ -110,6 +121,8 @@ class Journal:
         try:
             self.commit()
             self.storage.close()
+            if self.notifier is not None:
+                self.notifier.close()
         except Exception as exc:  # noqa: BLE001 - exiting: a log line is all that is left to do
             logger.error("journal close failed: {!r}", exc)
 
@@ -345,6 +358,9 @@ class Journal:
             store.put_mailbox(mail)
             store.commit()
             self.commits += 1
+            if self.notifier is not None:
+                for entry in mail:
+                    self.notifier.submit(entry)
         except Exception as exc:  # noqa: BLE001 - disk full, locked, a bug: the loop must go on
             self.errors += 1
             error = f"journal commit failed: {exc}"

@@ -331,6 +331,52 @@ def test_durable_submit_raises_when_the_journal_cannot_be_written(tmp_path: Path
     assert pt.read_log(str(log)) == []  # the command that could not be journaled never ran
 
 
+@pytest.mark.timeout(60)
+def test_notifier_posts_kept_outcomes_and_retries(tmp_path: Path) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[dict[str, object]] = []
+    hits: list[int] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            hits.append(1)
+            if len(hits) == 1:  # the first delivery fails: the notifier must retry it
+                self.send_response(500)
+            else:
+                got.append(json.loads(body))
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        with LanePool(1, storage=tmp_path / "jobs.db", notify_url=url) as pool:
+            ok = pool.submit(tasks.add, 2, 3, mailbox=True)
+            bad = pool.submit(tasks.boom, "nope", tenant="acme")
+            pool.submit(tasks.add, 1).result(10)  # not kept: no notification
+            assert ok.result(10) == 5
+            deadline = time.monotonic() + 20
+            while len(got) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        server.shutdown()
+        server.server_close()
+    by_id = {doc["command_id"]: doc for doc in got}
+    assert set(by_id) == {ok.command_id, bad.command_id} and len(hits) == 3
+    assert by_id[ok.command_id]["value"] == 5 and by_id[ok.command_id]["status"] == "ok"
+    assert by_id[bad.command_id]["status"] == "error" and by_id[bad.command_id]["tenant"] == "acme"
+    assert "nope" in str(by_id[bad.command_id]["error"])
+
+
 # ---- the CLI on a real file ---------------------------------------------------------------------
 
 
