@@ -88,11 +88,14 @@ class Doorbell:
 class Ringer:
     """The publisher's end: one cached write descriptor per (slot, registration token)."""
 
-    __slots__ = ("segment_name", "_fds")
+    __slots__ = ("segment_name", "_fds", "_gone")
 
     def __init__(self, segment_name: str) -> None:
         self.segment_name = segment_name
         self._fds: dict[int, tuple[int, int]] = {}
+        # slot -> token whose FIFO could not be opened: a consumer that died asleep keeps its flag
+        # up until it is reaped, and must not cost every publish a failing open() until then.
+        self._gone: dict[int, int] = {}
 
     def ring(self, slot: int, token: int) -> None:
         cached = self._fds.get(slot)
@@ -100,10 +103,15 @@ class Ringer:
             self._drop(slot)
             cached = None
         if cached is None:
+            if self._gone.get(slot) == token:
+                return
             try:
                 fd = os.open(fifo_path(self.segment_name, slot), os.O_WRONLY | os.O_NONBLOCK)
             except OSError:
-                return  # consumer gone or not ready: its backstop poll covers it
+                # No reader (ENXIO) or no FIFO: the consumer is gone. A live one always has its
+                # FIFO open before its token is published, so this token will never answer.
+                self._gone[slot] = token
+                return
             os.set_inheritable(fd, False)
             self._fds[slot] = cached = (token, fd)
         try:
@@ -113,6 +121,7 @@ class Ringer:
         except OSError as exc:
             if exc.errno in (errno.EPIPE, errno.EBADF):
                 self._drop(slot)
+                self._gone[slot] = token
             else:
                 raise
 

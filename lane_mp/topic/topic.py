@@ -38,7 +38,9 @@ _ATTACH_WAIT_S = 1.0  # how long attach waits for a creator that has not written
 # ~20 us per consumer, cheap next to a blocked publisher, too dear for every retry.
 REAP_INTERVAL_S = 0.25
 
-_OWNED: weakref.WeakSet[Topic] = weakref.WeakSet()
+# Strong references on purpose: an owned topic dropped without close() must still be unlinked at
+# exit, so it may not be garbage collected before then.
+_OWNED: set[Topic] = set()
 
 
 def segment_name(name: str) -> str:
