@@ -294,7 +294,7 @@ class Consumer:
             else:
                 lost = 0
             expected = seq + 1
-            append(Message(seq, ts / 1e9, producer, mtype, mm[d : d + dlen], lost, gid, gidx, gsize, flags & 1 == 1))
+            append(Message(seq, ts, producer, mtype, mm[d : d + dlen], lost, gid, gidx, gsize, flags & 1 == 1))
             cursor += total
         return out, cursor, expected, lost_total, None
 

@@ -64,7 +64,8 @@ Record (8-aligned, never split across the end of the ring)::
      6  u8   producer_len
      7  u8   type_len
      8  u64  sequence
-    16  i64  timestamp   time.time_ns() at publish
+    16  f64  timestamp   time.time() at publish (one clock read per batch; a float so readers
+                         hand it out without converting)
     24  u32  data_len
     28  u8   group_len   (3 bytes padding)
     32  u32  group_size  (0 on members after the first)
@@ -150,7 +151,7 @@ FLAG_GROUP: Final = 2
 
 # A struct for the record header is fine (unlike counters): nobody reads a record until head_pos
 # is published after it, so a zero-filled intermediate state is never observed.
-RECORD = struct.Struct("<IBBBBQqIB3xIIQ")
+RECORD = struct.Struct("<IBBBBQdIB3xIIQ")
 RECORD_HEADER: Final = RECORD.size
 WRAP = struct.Struct("<IB")
 MAX_META_BYTES: Final = 255  # each of producer id, message type and group id

@@ -13,23 +13,41 @@ bytes it needs and counts what it dropped).
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterator, Sequence
 
 from lane_mp.errors import DecodeError
 from lane_mp.topic import layout as L
 
-__all__ = ["Log", "Item", "RECLAIM_SLACK"]
+__all__ = ["Log", "Meta", "RECLAIM_SLACK"]
 
 # Fraction of the capacity freed beyond the immediate need in one reclaim: larger means fewer
 # consumer-table scans per publish, smaller keeps more history for late "earliest" consumers.
 RECLAIM_SLACK = 8  # capacity // 8
 
 
-# One message ready to append (a plain tuple: a NamedTuple costs ~0.3 us more per message):
-# (meta bytes, producer_len, type_len, group_len, flags, group_size, group_index, meta_key, data)
-# where data is ``bytes`` or a flat unsigned-byte memoryview (so len() is its size in bytes).
-Item = tuple[bytes, int, int, int, int, int, int, int, bytes | memoryview]
+# Everything about a record but its payload and sequence (a plain tuple: a NamedTuple costs
+# ~0.3 us more per message): (meta bytes, producer_len, type_len, group_len, flags, group_size,
+# group_index, meta_key). publish_many shares one Meta across the whole batch.
+Meta = tuple[bytes, int, int, int, int, int, int, int]
+
+# Payloads up to this size are written together with their header by one pack_into of a
+# per-size struct (~100 ns a record less than header + two slice copies); larger ones are copied
+# by slice, where the per-call overhead no longer matters.
+PACK_WHOLE_MAX = 4096
+_PACKERS: dict[tuple[int, int], struct.Struct] = {}
+_PACKERS_MAX = 512
+
+
+def _packer(mpad: int, dpad: int) -> struct.Struct:
+    packer = _PACKERS.get((mpad, dpad))
+    if packer is None:
+        if len(_PACKERS) >= _PACKERS_MAX:
+            _PACKERS.clear()
+        # "s" zero-fills up to its count: metadata and payload padding come for free.
+        packer = _PACKERS[(mpad, dpad)] = struct.Struct(f"{L.RECORD.format}{mpad}s{dpad}s")
+    return packer
 
 
 class Log:
@@ -97,53 +115,78 @@ class Log:
         q[L.W_TAIL_POS] = tail
         return tail
 
-    def append(self, items: Sequence[Item], start: int, drop: bool) -> int:
-        """Write ``items[start:]`` until one does not fit; publish; return how many were written."""
+    def append(self, metas: Meta | Sequence[Meta], datas: Sequence[bytes | memoryview], start: int, drop: bool) -> int:
+        """Write ``datas[start:]`` until one does not fit; publish; return how many were written.
+
+        ``metas`` is one Meta shared by every payload (publish_many) or one per payload. Each
+        payload is ``bytes`` or a flat unsigned-byte memoryview (``len`` is its size in bytes).
+        This is the publisher's hot loop: locals only, the physical offset carried along instead
+        of a modulo per record, one head store for the whole batch.
+        """
         q, buf, cap, base = self.q, self.buf, self.cap, self.base
         head = q[L.W_HEAD_POS]
         published = head
-        tail = q[L.W_TAIL_POS]
+        free = cap - (head - q[L.W_TAIL_POS])
         seq = q[L.W_HEAD_SEQ]
-        now_ns = time.time_ns()
-        pack = L.RECORD.pack_into
+        now = time.time()
+        hdr = L.RECORD_HEADER
         kind = L.KIND_MESSAGE
-        i = start
-        n = len(items)
-        while i < n:
-            meta, plen, tlen, glen, flags, gsize, gidx, mkey, data = items[i]
+        pack = L.RECORD.pack_into
+        shared = type(metas) is tuple
+        if shared:
+            meta, plen, tlen, glen, flags, gsize, gidx, mkey = metas  # type: ignore[misc]
             mlen = len(meta)
+            mpad = (mlen + 7) & ~7
+        off = head % cap
+        written = 0
+        for i in range(start, len(datas)):
+            data = datas[i]
+            if not shared:
+                meta, plen, tlen, glen, flags, gsize, gidx, mkey = metas[i]  # type: ignore[misc]
+                mlen = len(meta)
+                mpad = (mlen + 7) & ~7
             dlen = len(data)
-            size = L.RECORD_HEADER + ((mlen + 7) & ~7) + ((dlen + 7) & ~7)
-            off = head % cap
+            dpad = (dlen + 7) & ~7
+            size = hdr + mpad + dpad
             contig = cap - off
             need = size if size <= contig else contig + size
-            if cap - (head - tail) < need:
+            if free < need:
                 if head != published:
                     q[L.W_HEAD_POS] = head  # publish first: reclaim stops at the published head
                     q[L.W_HEAD_SEQ] = seq
                     published = head
-                tail = self.reclaim(head, need, drop)
-                if cap - (head - tail) < need:
+                free = cap - (head - self.reclaim(head, need, drop))
+                if free < need:
                     break
             if size > contig:
                 L.WRAP.pack_into(buf, base + off, contig, L.KIND_WRAP)
                 head += contig
+                free -= contig
                 off = 0
             seq += 1
             p = base + off
-            pack(buf, p, size, kind, flags, plen, tlen, seq, now_ns, dlen, glen, gsize, gidx, mkey)
-            p += L.RECORD_HEADER
-            if mlen:
-                buf[p : p + mlen] = meta
-                p += (mlen + 7) & ~7
-            buf[p : p + dlen] = data
+            if dlen <= PACK_WHOLE_MAX and type(data) is bytes:
+                _packer(mpad, dpad).pack_into(
+                    buf, p, size, kind, flags, plen, tlen, seq, now, dlen, glen, gsize, gidx, mkey, meta, data
+                )
+            else:
+                pack(buf, p, size, kind, flags, plen, tlen, seq, now, dlen, glen, gsize, gidx, mkey)
+                p += hdr
+                if mlen:
+                    buf[p : p + mlen] = meta
+                    p += mpad
+                buf[p : p + dlen] = data
             head += size
-            i += 1
+            free -= size
+            off += size
+            if off == cap:
+                off = 0
+            written += 1
         if head != published:
             # The publish: one aligned 8-byte store after every byte of the records (x86 TSO).
             q[L.W_HEAD_POS] = head
             q[L.W_HEAD_SEQ] = seq
-        return i - start
+        return written
 
     def recover(self) -> None:
         """Repair the sequence words after a lock holder died inside the critical section.

@@ -37,7 +37,7 @@ from lane_mp.errors import ConfigError, EncodeError, PayloadTooLarge, TopicClose
 from lane_mp.topic import layout as L
 from lane_mp.topic.doorbell import Ringer
 from lane_mp.topic.lock import AppendLock
-from lane_mp.topic.log import Item
+from lane_mp.topic.log import Meta
 
 if TYPE_CHECKING:
     from lane_mp.topic.topic import Topic
@@ -88,7 +88,7 @@ class Publisher:
         self._plen = len(self._producer)
         self._meta_cache: dict[str, tuple[bytes, int, int, int]] = {}
         self._groups: dict[str, list[int]] = {}  # open groups: id -> [size, next index]
-        self._groups_lock = threading.Lock()
+        self._groups_lock = threading.RLock()
         self._encoder = msgspec.msgpack.Encoder()
         self._log = topic._log
         self._q = topic._log.q
@@ -119,13 +119,13 @@ class Publisher:
             limit=limit,
         )
 
-    def _item(self, data: Any, message_type: str, flags: int, group: Group) -> Item:
+    def _item(self, data: Any, message_type: str, flags: int, group: Group) -> tuple[Meta, bytes | memoryview]:
         mv = data if type(data) is bytes else _flat(data)
         if group is None:
             meta, tlen, key, limit = self._meta(message_type)
             if len(mv) > limit:
                 raise self._too_large(len(mv), limit)
-            return (meta, self._plen, tlen, 0, flags, 0, 0, key, mv)
+            return (meta, self._plen, tlen, 0, flags, 0, 0, key), mv
         mtype = _meta_text(message_type, "message_type")
         graw = _meta_text(str(group[0] if isinstance(group, tuple) else group), "group_id")
         meta = self._producer + mtype + graw
@@ -133,7 +133,7 @@ class Publisher:
             raise self._too_large(len(mv), self._limit(meta))
         gid, size, index = self._group_member(group)
         key = xxhash.xxh3_64_intdigest(meta)
-        return (meta, self._plen, len(mtype), len(graw), flags | L.FLAG_GROUP, size, index, key, mv)
+        return (meta, self._plen, len(mtype), len(graw), flags | L.FLAG_GROUP, size, index, key), mv
 
     def _group_member(self, group: tuple[str, int] | str) -> tuple[str, int, int]:
         with self._groups_lock:
@@ -169,7 +169,8 @@ class Publisher:
 
         ``timeout`` bounds the wait for room under the ``block`` policy (None waits forever).
         """
-        return self._append([self._item(data, message_type, 0, group)], timeout)[0]
+        meta, mv = self._item(data, message_type, 0, group)
+        return self._append(meta, [mv], timeout)[0]
 
     def publish_obj(
         self, obj: Any, *, message_type: str = "", group: Group = None, timeout: float | None = None
@@ -179,7 +180,8 @@ class Publisher:
             payload = self._encoder.encode(obj)
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             raise EncodeError(f"cannot encode {type(obj).__name__} with msgspec: {exc}") from exc
-        return self._append([self._item(payload, message_type, L.FLAG_OBJ, group)], timeout)[0]
+        meta, mv = self._item(payload, message_type, L.FLAG_OBJ, group)
+        return self._append(meta, [mv], timeout)[0]
 
     def publish_many(
         self, items: Iterable[Any], *, message_type: str = "", timeout: float | None = None
@@ -190,15 +192,11 @@ class Publisher:
         interleave, so the returned sequences are increasing but not always consecutive.
         """
         meta, tlen, key, limit = self._meta(message_type)
-        plen = self._plen
-        batch: list[Item] = []
-        add = batch.append
-        for data in items:
-            mv = data if type(data) is bytes else _flat(data)
+        datas = [d if type(d) is bytes else _flat(d) for d in items]
+        for mv in datas:
             if len(mv) > limit:
                 raise self._too_large(len(mv), limit)
-            add((meta, plen, tlen, 0, 0, 0, 0, key, mv))
-        return self._append(batch, timeout) if batch else []
+        return self._append((meta, self._plen, tlen, 0, 0, 0, 0, key), datas, timeout) if datas else []
 
     def publish_group(
         self, group_id: str, items: Iterable[Any], *, message_type: str = "", timeout: float | None = None
@@ -207,9 +205,10 @@ class Publisher:
         datas = list(items)
         if not datas:
             raise ConfigError("a group needs at least one message", field="items")
-        first = self._item(datas[0], message_type, 0, (group_id, len(datas)))
-        batch = [first] + [self._item(d, message_type, 0, group_id) for d in datas[1:]]
-        return self._append(batch, timeout)
+        with self._groups_lock:  # members numbered together, even if another thread uses the id
+            pairs = [self._item(datas[0], message_type, 0, (group_id, len(datas)))]
+            pairs += [self._item(d, message_type, 0, group_id) for d in datas[1:]]
+        return self._append([m for m, _ in pairs], [d for _, d in pairs], timeout)
 
     def close(self) -> None:
         if not self._closed:
@@ -225,10 +224,10 @@ class Publisher:
 
     # -- the append loop --------------------------------------------------------------------
 
-    def _append(self, batch: list[Item], timeout: float | None) -> list[int]:
+    def _append(self, metas: Meta | list[Meta], datas: list[bytes | memoryview], timeout: float | None) -> list[int]:
         if self._closed or self.topic._closed:
             raise TopicClosed("publisher or topic handle is closed", topic=self.topic.name)
-        log, q, lock, n = self._log, self._q, self._lock, len(batch)
+        log, q, lock, n = self._log, self._q, self._lock, len(datas)
         seqs: list[int] = []
         done = 0
         deadline: float | None = None
@@ -242,7 +241,7 @@ class Publisher:
                         log.recover()  # the previous holder died in here
                     q[L.W_LOCK_OWNER] = lock.pid
                     before = q[L.W_HEAD_SEQ]
-                    wrote = log.append(batch, done, self._drop)
+                    wrote = log.append(metas, datas, done, self._drop)
                     q[L.W_LOCK_OWNER] = 0
             finally:
                 # threading.Lock.release inside is a locked instruction: the full fence between
