@@ -60,7 +60,10 @@ def _q_con(q: Any, n: int, ready: Any, out: Any) -> None:
 
 def bench_queue(n: int) -> float:
     q, out, go, ready = CTX.Queue(), CTX.Queue(), CTX.Event(), CTX.Event()
-    procs = [CTX.Process(target=_q_con, args=(q, n, ready, out)), CTX.Process(target=_q_pub, args=(q, n, go, out))]
+    procs = [
+        CTX.Process(target=_q_con, args=(q, n, ready, out)),
+        CTX.Process(target=_q_pub, args=(q, n, go, out)),
+    ]
     return _run(procs, ready_events=[ready], go=go, out=out, consumers=1, n=n)
 
 
@@ -110,7 +113,10 @@ def bench_topic(n: int, *, size: int = 64, consumers: int = 1, batched: bool, co
     try:
         out, go = CTX.Queue(), CTX.Event()
         readies = [CTX.Event() for _ in range(consumers)]
-        procs = [CTX.Process(target=_t_con, args=(name, f"c{i}", n, copy, readies[i], out)) for i in range(consumers)]
+        procs = [
+            CTX.Process(target=_t_con, args=(name, f"c{i}", n, copy, readies[i], out))
+            for i in range(consumers)
+        ]
         procs.append(CTX.Process(target=_t_pub, args=(name, n, size, batched, go, out)))
         return _run(procs, ready_events=readies, go=go, out=out, consumers=consumers, n=n)
     finally:
@@ -165,8 +171,17 @@ def main(argv: list[str] | None = None) -> None:
     q = row("64 B 1->1  multiprocessing.Queue put/get", lambda: bench_queue(n), "msg")
     row("64 B 1->1  topic publish (one by one) + read_batch", lambda: bench_topic(n, batched=False), "msg", q)
     row("64 B 1->1  topic publish_many(256) + read_batch", lambda: bench_topic(n, batched=True), "msg", q)
-    row("64 B 1->3  topic publish_many(256), per consumer", lambda: bench_topic(n, consumers=3, batched=True), "msg", q)
-    row("1 MiB 1->1 topic publish + read_batch (copy)", lambda: bench_topic(big, size=1 << 20, batched=False), "gb")
+    row(
+        "64 B 1->3  topic publish_many(256), per consumer",
+        lambda: bench_topic(n, consumers=3, batched=True),
+        "msg",
+        q,
+    )
+    row(
+        "1 MiB 1->1 topic publish + read_batch (copy)",
+        lambda: bench_topic(big, size=1 << 20, batched=False),
+        "gb",
+    )
     row(
         "1 MiB 1->1 topic publish + read_batch(copy=False)",
         lambda: bench_topic(big, size=1 << 20, batched=False, copy=False),

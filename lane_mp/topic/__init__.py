@@ -18,4 +18,4 @@ from lane_mp.topic.message import ConsumerInfo, Message, TopicStats
 from lane_mp.topic.publisher import Publisher
 from lane_mp.topic.topic import Topic
 
-__all__ = ["Topic", "Publisher", "Consumer", "Message", "TopicStats", "ConsumerInfo"]
+__all__ = ["Consumer", "ConsumerInfo", "Message", "Publisher", "Topic", "TopicStats"]

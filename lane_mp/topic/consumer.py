@@ -28,11 +28,12 @@ plain reads on one consumer, not both (plain reads do not assemble).
 
 from __future__ import annotations
 
+import mmap
 import os
 import secrets
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self, cast
 
 from lane_mp.errors import ConfigError, DecodeError, TopicClosed, TopicError
 from lane_mp.topic import layout as L
@@ -44,7 +45,7 @@ from lane_mp.topic.registry import is_alive
 if TYPE_CHECKING:
     from lane_mp.topic.topic import Topic
 
-__all__ = ["Consumer", "SPIN_CHECKS"]
+__all__ = ["SPIN_CHECKS", "Consumer"]
 
 # Reloads of head_pos before sleeping (~30 ns each): long enough to catch a publisher mid-batch,
 # short enough not to matter when two processes share a core.
@@ -71,10 +72,14 @@ class Consumer:
         if not raw_id or len(raw_id) > L.MAX_ID_BYTES:
             raise ConfigError(f"consumer_id must be 1..{L.MAX_ID_BYTES} UTF-8 bytes", field="consumer_id")
         if not (start in ("latest", "earliest") or (isinstance(start, int) and start >= 1)):
-            raise ConfigError(f'start must be "latest", "earliest" or a sequence >= 1: {start!r}', field="start")
+            raise ConfigError(
+                f'start must be "latest", "earliest" or a sequence >= 1: {start!r}', field="start"
+            )
         key = (topic.segment_name, consumer_id)
         if key in _OPEN and _OPEN[key] == os.getpid():
-            raise TopicError(f"consumer {consumer_id!r} is already open in this process", consumer_id=consumer_id)
+            raise TopicError(
+                f"consumer {consumer_id!r} is already open in this process", consumer_id=consumer_id
+            )
         self.topic = topic
         self.consumer_id = consumer_id
         self.auto_commit = auto_commit
@@ -93,7 +98,7 @@ class Consumer:
         self._base = log.base
         self._meta: dict[int, tuple[str, str, str | None]] = {}
         # memoryview.obj is the mmap: slicing it returns bytes in one step.
-        self._mm = self._buf.obj
+        self._mm = cast(mmap.mmap, self._buf.obj)
         self._pending = False  # a copy=False batch awaits its commit
         self._view_start = 0
         self._min_seq = 0
@@ -115,7 +120,9 @@ class Consumer:
                 state, _token, pid, pstart = slots.state(slot)
                 if state == L.SLOT_ACTIVE and pid != self._pid and is_alive(pid, pstart):
                     raise TopicError(
-                        f"consumer {self.consumer_id!r} is in use by pid {pid}", consumer_id=self.consumer_id, pid=pid
+                        f"consumer {self.consumer_id!r} is in use by pid {pid}",
+                        consumer_id=self.consumer_id,
+                        pid=pid,
                     )
                 w = log.slots0 + slot * (L.SLOT_BYTES // 8)
                 cursor = max(q[w + L.S_POSITION], q[L.W_TAIL_POS])
@@ -215,7 +222,9 @@ class Consumer:
                 self._cursor = tail
                 continue
             if bad is not None:
-                raise DecodeError(f"corrupt record at position {bad} in topic {self.topic.name!r}", position=bad)
+                raise DecodeError(
+                    f"corrupt record at position {bad} in topic {self.topic.name!r}", position=bad
+                )
             break
         self._cursor = end
         self._expected = expected
@@ -248,7 +257,7 @@ class Consumer:
         straight away, half the cost of ``bytes(memoryview[...])``).
         """
         buf = self._buf
-        mm = self._mm if copy else self._ro
+        mm: mmap.mmap | memoryview = self._mm if copy else self._ro
         cap, base = self._cap, self._base
         unpack = L.RECORD.unpack_from
         header = L.RECORD_HEADER
@@ -294,7 +303,9 @@ class Consumer:
             else:
                 lost = 0
             expected = seq + 1
-            append(Message(seq, ts, producer, mtype, mm[d : d + dlen], lost, gid, gidx, gsize, flags & 1 == 1))
+            append(
+                Message(seq, ts, producer, mtype, mm[d : d + dlen], lost, gid, gidx, gsize, flags & 1 == 1)
+            )
             cursor += total
         return out, cursor, expected, lost_total, None
 
@@ -321,7 +332,9 @@ class Consumer:
         try:
             if q[L.W_HEAD_POS] != cursor or q[L.W_CLOSED] or q[w + L.S_TOKEN] != self._token:
                 return
-            timeout = BACKSTOP_S if deadline is None else min(BACKSTOP_S, max(0.0, deadline - time.monotonic()))
+            timeout = (
+                BACKSTOP_S if deadline is None else min(BACKSTOP_S, max(0.0, deadline - time.monotonic()))
+            )
             assert self._doorbell is not None
             self._doorbell.wait(timeout)
         finally:
@@ -439,7 +452,7 @@ class Consumer:
             self._doorbell = None
         self._ro.release()
 
-    def __enter__(self) -> Consumer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

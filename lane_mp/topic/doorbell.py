@@ -30,7 +30,7 @@ from pathlib import Path
 
 from lane_mp.ipc.segments import SHM_DIR
 
-__all__ = ["Doorbell", "Ringer", "fifo_path", "BACKSTOP_S"]
+__all__ = ["BACKSTOP_S", "Doorbell", "Ringer", "fifo_path"]
 
 # A sleeping consumer re-checks on its own this often even without a ring: the safety net for a
 # ring that never comes (e.g. the publisher died between publishing and ringing). 100 ms keeps idle
@@ -45,7 +45,7 @@ def fifo_path(segment_name: str, slot: int) -> Path:
 class Doorbell:
     """The consumer's end: create the FIFO, sleep on it, drain it, remove it."""
 
-    __slots__ = ("path", "_rfd", "_wfd", "_poll")
+    __slots__ = ("_poll", "_rfd", "_wfd", "path")
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -88,7 +88,7 @@ class Doorbell:
 class Ringer:
     """The publisher's end: one cached write descriptor per (slot, registration token)."""
 
-    __slots__ = ("segment_name", "_fds", "_gone")
+    __slots__ = ("_fds", "_gone", "segment_name")
 
     def __init__(self, segment_name: str) -> None:
         self.segment_name = segment_name

@@ -90,6 +90,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+
 def align8(n: int) -> int:
     return (n + 7) & ~7
 
@@ -164,9 +165,8 @@ def max_data_bytes(capacity: int, meta_len: int) -> int:
     """Largest payload that keeps a record within half the ring (see ``Topic.create``)."""
     return (capacity // 2 - RECORD_HEADER - align8(meta_len)) & ~7
 
+
 assert RECORD_HEADER == 48
-
-
 
 
 def record_size(meta_len: int, data_len: int) -> int:

@@ -6,8 +6,8 @@ Why flock, and why on the segment itself:
   open file description goes away, which includes the holder being SIGKILLed. A POSIX semaphore or
   a ``multiprocessing.Lock`` stays taken forever in that case, and Python cannot reach a robust
   pthread mutex or a futex.
-* **No extra name to leak.** Locking the shared-memory object (``shm_open`` gives a normal fd on
-  Linux's tmpfs) means there is no lock file that could outlive the topic.
+* **No extra name to leak.** Locking the shared-memory object (a normal file on Linux's tmpfs,
+  /dev/shm) means there is no lock file that could outlive the topic.
 * **It excludes per open file description**, so every :class:`AppendLock` opens its own
   descriptor: two publishers in one process exclude each other like two in different processes.
   ``fcntl.lockf`` (POSIX record locks) would not — they are per process and dropped by closing
@@ -29,10 +29,10 @@ import fcntl
 import os
 import threading
 import weakref
-
-import _posixshmem  # same module lane_mp.ipc.segments builds on
+from typing import Self
 
 from lane_mp.errors import TopicClosed
+from lane_mp.ipc.segments import SHM_DIR
 
 __all__ = ["AppendLock", "fence"]
 
@@ -53,7 +53,7 @@ def fence() -> None:
 class AppendLock:
     """An exclusive ``flock`` on the segment, plus a thread lock for threads sharing this object."""
 
-    __slots__ = ("segment_name", "_fd", "pid", "_thread_lock", "__weakref__")
+    __slots__ = ("__weakref__", "_fd", "_thread_lock", "pid", "segment_name")
 
     def __init__(self, segment_name: str) -> None:
         self.segment_name = segment_name
@@ -64,12 +64,12 @@ class AppendLock:
 
     def _open(self) -> int:
         try:
-            fd = _posixshmem.shm_open("/" + self.segment_name, os.O_RDWR, mode=0o600)
+            # What shm_open does on Linux; the FIFOs next to it need /dev/shm anyway.
+            fd = os.open(SHM_DIR / self.segment_name, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise TopicClosed(
                 f"topic segment {self.segment_name!r} is gone", segment=self.segment_name
             ) from exc
-        os.set_inheritable(fd, False)
         self._fd = fd
         return fd
 
@@ -90,7 +90,7 @@ class AppendLock:
         finally:
             self._thread_lock.release()
 
-    def __enter__(self) -> AppendLock:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 

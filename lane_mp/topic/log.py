@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from lane_mp.errors import DecodeError
 from lane_mp.topic import layout as L
 
-__all__ = ["Log", "Meta", "RECLAIM_SLACK"]
+__all__ = ["RECLAIM_SLACK", "Log", "Meta"]
 
 # Fraction of the capacity freed beyond the immediate need in one reclaim: larger means fewer
 # consumer-table scans per publish, smaller keeps more history for late "earliest" consumers.
@@ -53,7 +53,7 @@ def _packer(mpad: int, dpad: int) -> struct.Struct:
 class Log:
     """Operations over one mapping of a topic segment. Cheap to build; holds views only."""
 
-    __slots__ = ("buf", "q", "cap", "base", "max_consumers", "slots0")
+    __slots__ = ("base", "buf", "cap", "max_consumers", "q", "slots0")
 
     def __init__(self, buf: memoryview) -> None:
         self.buf = buf
@@ -77,10 +77,9 @@ class Log:
         for _ in range(q[L.W_SLOT_HWM]):
             if q[w + L.S_STATE] != L.SLOT_FREE:
                 pos = q[w + L.S_POSITION]
-                if pos < limit:
-                    limit = pos
+                limit = min(limit, pos)
             w += step
-        return tail if limit < tail else limit
+        return max(limit, tail)
 
     def reclaim(self, head: int, need: int, drop: bool) -> int:
         """Advance the tail until ``need`` bytes are free (if allowed); returns the new tail.
@@ -115,10 +114,12 @@ class Log:
         q[L.W_TAIL_POS] = tail
         return tail
 
-    def append(self, metas: Meta | Sequence[Meta], datas: Sequence[bytes | memoryview], start: int, drop: bool) -> int:
+    def append(
+        self, metas: Sequence[Meta], datas: Sequence[bytes | memoryview], start: int, drop: bool
+    ) -> int:
         """Write ``datas[start:]`` until one does not fit; publish; return how many were written.
 
-        ``metas`` is one Meta shared by every payload (publish_many) or one per payload. Each
+        ``metas`` holds one Meta shared by every payload (publish_many) or one per payload. Each
         payload is ``bytes`` or a flat unsigned-byte memoryview (``len`` is its size in bytes).
         This is the publisher's hot loop: locals only, the physical offset carried along instead
         of a modulo per record, one head store for the whole batch.
@@ -132,17 +133,16 @@ class Log:
         hdr = L.RECORD_HEADER
         kind = L.KIND_MESSAGE
         pack = L.RECORD.pack_into
-        shared = type(metas) is tuple
-        if shared:
-            meta, plen, tlen, glen, flags, gsize, gidx, mkey = metas  # type: ignore[misc]
-            mlen = len(meta)
-            mpad = (mlen + 7) & ~7
+        shared = len(metas) == 1
+        meta, plen, tlen, glen, flags, gsize, gidx, mkey = metas[0]
+        mlen = len(meta)
+        mpad = (mlen + 7) & ~7
         off = head % cap
         written = 0
         for i in range(start, len(datas)):
             data = datas[i]
             if not shared:
-                meta, plen, tlen, glen, flags, gsize, gidx, mkey = metas[i]  # type: ignore[misc]
+                meta, plen, tlen, glen, flags, gsize, gidx, mkey = metas[i]
                 mlen = len(meta)
                 mpad = (mlen + 7) & ~7
             dlen = len(data)

@@ -13,7 +13,7 @@ import msgspec
 
 from lane_mp.errors import DecodeError
 
-__all__ = ["Message", "ConsumerInfo", "TopicStats"]
+__all__ = ["ConsumerInfo", "Message", "TopicStats"]
 
 _DECODERS: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
@@ -49,7 +49,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     group_size: int = 0
     is_obj: bool = False
 
-    def obj(self, type: Any = Any) -> Any:  # noqa: A002 - mirrors msgspec's own keyword
+    def obj(self, type: Any = Any) -> Any:
         """Decode a payload published with :meth:`Publisher.publish_obj` (msgspec msgpack)."""
         try:
             return _decoder(type).decode(self.data)

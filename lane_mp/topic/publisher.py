@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import msgspec
 import xxhash
@@ -42,7 +42,7 @@ from lane_mp.topic.log import Meta
 if TYPE_CHECKING:
     from lane_mp.topic.topic import Topic
 
-__all__ = ["Publisher", "BACKOFF_MIN_S", "BACKOFF_MAX_S"]
+__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "Publisher"]
 
 # Back-off while the log is full under "block": short enough that a consumer freeing space is
 # noticed within a couple of ms, long enough that a blocked publisher costs well under 1% CPU.
@@ -119,7 +119,9 @@ class Publisher:
             limit=limit,
         )
 
-    def _item(self, data: Any, message_type: str, flags: int, group: Group) -> tuple[Meta, bytes | memoryview]:
+    def _item(
+        self, data: Any, message_type: str, flags: int, group: Group
+    ) -> tuple[Meta, bytes | memoryview]:
         mv = data if type(data) is bytes else _flat(data)
         if group is None:
             meta, tlen, key, limit = self._meta(message_type)
@@ -131,7 +133,7 @@ class Publisher:
         meta = self._producer + mtype + graw
         if len(mv) > self._limit(meta):
             raise self._too_large(len(mv), self._limit(meta))
-        gid, size, index = self._group_member(group)
+        _gid, size, index = self._group_member(group)
         key = xxhash.xxh3_64_intdigest(meta)
         return (meta, self._plen, len(mtype), len(graw), flags | L.FLAG_GROUP, size, index, key), mv
 
@@ -149,14 +151,14 @@ class Publisher:
                     self._groups.pop(gid, None)
                 return gid, size, 0
             gid = str(group)
-            state = self._groups.get(gid)
-            if state is None:
+            open_group = self._groups.get(gid)
+            if open_group is None:
                 raise ConfigError(
                     f"group {gid!r} is not open: start it with group=({gid!r}, size)", field="group"
                 )
-            index = state[1]
-            state[1] += 1
-            if state[1] >= state[0]:
+            index = open_group[1]
+            open_group[1] += 1
+            if open_group[1] >= open_group[0]:
                 del self._groups[gid]
             return gid, 0, index
 
@@ -170,7 +172,7 @@ class Publisher:
         ``timeout`` bounds the wait for room under the ``block`` policy (None waits forever).
         """
         meta, mv = self._item(data, message_type, 0, group)
-        return self._append(meta, [mv], timeout)[0]
+        return self._append([meta], [mv], timeout)[0]
 
     def publish_obj(
         self, obj: Any, *, message_type: str = "", group: Group = None, timeout: float | None = None
@@ -181,7 +183,7 @@ class Publisher:
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             raise EncodeError(f"cannot encode {type(obj).__name__} with msgspec: {exc}") from exc
         meta, mv = self._item(payload, message_type, L.FLAG_OBJ, group)
-        return self._append(meta, [mv], timeout)[0]
+        return self._append([meta], [mv], timeout)[0]
 
     def publish_many(
         self, items: Iterable[Any], *, message_type: str = "", timeout: float | None = None
@@ -196,7 +198,7 @@ class Publisher:
         for mv in datas:
             if len(mv) > limit:
                 raise self._too_large(len(mv), limit)
-        return self._append((meta, self._plen, tlen, 0, 0, 0, 0, key), datas, timeout) if datas else []
+        return self._append([(meta, self._plen, tlen, 0, 0, 0, 0, key)], datas, timeout) if datas else []
 
     def publish_group(
         self, group_id: str, items: Iterable[Any], *, message_type: str = "", timeout: float | None = None
@@ -216,7 +218,7 @@ class Publisher:
             self._lock.close()
             self._ringer.close()
 
-    def __enter__(self) -> Publisher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -224,7 +226,7 @@ class Publisher:
 
     # -- the append loop --------------------------------------------------------------------
 
-    def _append(self, metas: Meta | list[Meta], datas: list[bytes | memoryview], timeout: float | None) -> list[int]:
+    def _append(self, metas: list[Meta], datas: list[bytes | memoryview], timeout: float | None) -> list[int]:
         if self._closed or self.topic._closed:
             raise TopicClosed("publisher or topic handle is closed", topic=self.topic.name)
         log, q, lock, n = self._log, self._q, self._lock, len(datas)

@@ -22,7 +22,7 @@ from lane_mp.topic.doorbell import fifo_path
 from lane_mp.topic.log import Log
 from lane_mp.topic.message import ConsumerInfo
 
-__all__ = ["process_start_us", "is_alive", "Slots"]
+__all__ = ["Slots", "is_alive", "process_start_us"]
 
 # psutil's create_time has the resolution of the kernel clock tick (10 ms); allow for rounding.
 _START_TOLERANCE_US = 50_000
@@ -87,12 +87,13 @@ class Slots:
                 start = L.slot_byte(slot) + L.SLOT_ID_OFFSET
                 self.log.buf[start : start + len(consumer_id)] = consumer_id
                 q[w + L.S_ID_LEN] = len(consumer_id)
-                if slot + 1 > q[L.W_SLOT_HWM]:
-                    q[L.W_SLOT_HWM] = slot + 1
+                q[L.W_SLOT_HWM] = max(q[L.W_SLOT_HWM], slot + 1)
                 return slot
         return None
 
-    def activate(self, slot: int, token: int, position: int, next_seq: int, *, pid: int | None = None) -> None:
+    def activate(
+        self, slot: int, token: int, position: int, next_seq: int, *, pid: int | None = None
+    ) -> None:
         """Hand the slot to this process at ``position`` (lock held). Position before state."""
         q, w = self.log.q, self._word(slot)
         pid = os.getpid() if pid is None else pid

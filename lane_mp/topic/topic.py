@@ -18,7 +18,9 @@ import os
 import re
 import time
 import weakref
-from typing import Any
+from typing import Any, Self
+
+from loguru import logger
 
 from lane_mp.errors import ConfigError, TopicClosed, TopicError
 from lane_mp.ipc.segments import Segment, sweep, unlink_name
@@ -29,7 +31,7 @@ from lane_mp.topic.log import Log
 from lane_mp.topic.message import ConsumerInfo, TopicStats
 from lane_mp.topic.registry import Slots
 
-__all__ = ["Topic", "segment_name", "DEFAULT_CAPACITY"]
+__all__ = ["DEFAULT_CAPACITY", "Topic", "segment_name"]
 
 DEFAULT_CAPACITY = 8 << 20  # enough for ~100 k small messages; large payloads want more
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
@@ -124,6 +126,7 @@ class Topic:
             q[L.W_MAGIC] = L.MAGIC  # last: attach treats the header as ready once it sees this
         finally:
             q.release()
+        logger.debug("topic {}: created {} ({} bytes, policy {})", name, seg_name, capacity, policy)
         return cls(name, seg, owner=True)
 
     @classmethod
@@ -133,7 +136,9 @@ class Topic:
         try:
             seg = Segment.attach(seg_name)
         except FileNotFoundError as exc:
-            raise TopicClosed(f"topic {name!r} does not exist (not created, or unlinked)", topic=name) from exc
+            raise TopicClosed(
+                f"topic {name!r} does not exist (not created, or unlinked)", topic=name
+            ) from exc
         q = seg.buf.cast("Q")
         try:
             deadline = time.monotonic() + _ATTACH_WAIT_S
@@ -148,6 +153,7 @@ class Topic:
             seg.close()
             raise
         q.release()
+        logger.debug("topic {}: attached in pid {}", name, os.getpid())
         return cls(name, seg, owner=False)
 
     @staticmethod
@@ -186,6 +192,7 @@ class Topic:
             ringer.close()
         self._seg.unlink()
         sweep(self.segment_name + ".c")
+        logger.debug("topic {}: unlinked", self.name)
 
     def close(self) -> None:
         """Close this handle: its publishers and consumers, then the mapping (owner: unlink too)."""
@@ -201,7 +208,7 @@ class Topic:
         self._log.release()
         self._seg.close()  # False while a copy=False view is alive; the GC unmaps it later
 
-    def __enter__(self) -> Topic:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -274,6 +281,8 @@ class Topic:
             self._log.q[L.W_REAPED] += len(removed)
         finally:
             self._leave(self._lock)
+        if removed:
+            logger.debug("topic {}: reaped dead consumers {}", self.name, removed)
         return removed
 
     def _maybe_reap(self) -> bool:
@@ -336,9 +345,7 @@ class Topic:
 
     def stale_consumers(self, idle_seconds: float, min_lag: int = 1) -> list[ConsumerInfo]:
         """Consumers idle for ``idle_seconds`` or more while at least ``min_lag`` behind."""
-        return [
-            c for c in self.stats().consumers if c.idle_seconds >= idle_seconds and c.lag >= min_lag
-        ]
+        return [c for c in self.stats().consumers if c.idle_seconds >= idle_seconds and c.lag >= min_lag]
 
 
 def _unlink_owned_at_exit() -> None:
@@ -346,8 +353,8 @@ def _unlink_owned_at_exit() -> None:
         try:
             if topic.owner:
                 topic.close()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
-            pass
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit: try every topic
+            logger.opt(exception=True).debug("topic {}: unlink at exit failed", topic.name)
 
 
 atexit.register(_unlink_owned_at_exit)

@@ -243,7 +243,10 @@ def test_publisher_killed_inside_the_lock(procs: Procs) -> None:
         holder.join(5)
         # The kernel dropped the flock; the next holder repairs the sequence word.
         assert pub.publish(b"after", timeout=5) == 2
-        assert [(m.sequence, m.data) for m in con.read_batch(10, timeout=1)] == [(1, b"before"), (2, b"after")]
+        assert [(m.sequence, m.data) for m in con.read_batch(10, timeout=1)] == [
+            (1, b"before"),
+            (2, b"after"),
+        ]
         con.close()
     finally:
         topic.close()

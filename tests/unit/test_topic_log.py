@@ -325,7 +325,12 @@ def test_groups_are_returned_whole(make_topic) -> None:
     with pytest.raises(ConfigError):
         a.publish(b"late", group="g")  # closed after its third member
     units = [con.read_group(timeout=1) for _ in range(4)]
-    assert [[m.data for m in u] for u in units] == [[b"solo"], [b"b0", b"b1"], [b"a0", b"a1", b"a2"], [b"h0", b"h1"]]
+    assert [[m.data for m in u] for u in units] == [
+        [b"solo"],
+        [b"b0", b"b1"],
+        [b"a0", b"a1", b"a2"],
+        [b"h0", b"h1"],
+    ]
     assert units[2][0].group_size == 3 and [m.group_index for m in units[2]] == [0, 1, 2]
     assert con.read_group(timeout=0.01) is None
 
@@ -485,7 +490,9 @@ class DropMachine(RuleBasedStateMachine):
 
     @initialize(ncons=st.integers(1, 3))
     def setup(self, ncons: int) -> None:
-        self.topic = Topic.create(new_name(), capacity_bytes=1024, max_message_bytes=200, policy="drop_slowest")
+        self.topic = Topic.create(
+            new_name(), capacity_bytes=1024, max_message_bytes=200, policy="drop_slowest"
+        )
         self.pub = self.topic.publisher("p")
         self.cons = [self.topic.consumer(f"c{i}") for i in range(ncons)]
         self.log: list[bytes] = []
