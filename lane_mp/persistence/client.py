@@ -44,6 +44,7 @@ __all__ = ["JournalClient", "Mailbox", "MailboxResult", "StoredDeadLetters"]
 # a commit normally lands within one coordinator turn, and a sleep/wake costs ~50 µs per side.
 COMMIT_SPIN_S: Final = float(os.environ.get("LANE_MP_COMMIT_SPIN_US", "300")) / 1e6
 _POLL_S: Final = 0.02
+RESULT_THREAD_PREFIX: Final = "lane_mp-results-"  # pool.py names its result thread so
 
 
 class MailboxResult(msgspec.Struct, frozen=True):
@@ -124,8 +125,13 @@ class JournalClient:
             self._cv.notify_all()
 
     def wait_committed(self, cid: int, fut: Future[Any]) -> None:
-        """Return once command ``cid`` is in the journal; raise if it never will be."""
-        if self._upto < cid:
+        """Return once command ``cid`` is in the journal; raise if it never will be.
+
+        Not on the pool's result thread (a done-callback that submits): that thread is the one
+        that would deliver the acknowledgement, so it cannot wait for it. Such a submit returns
+        at once and its command is journaled at the coordinator's next commit.
+        """
+        if self._upto < cid and not threading.current_thread().name.startswith(RESULT_THREAD_PREFIX):
             end = time.monotonic() + COMMIT_SPIN_S
             while self._upto < cid and not fut.done() and time.monotonic() < end:
                 os.sched_yield()

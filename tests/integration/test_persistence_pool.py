@@ -315,6 +315,23 @@ def test_only_durable_lanes_are_journaled(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_durable_submit_from_a_done_callback_does_not_deadlock(tmp_path: Path) -> None:
+    import threading
+
+    chained: list[object] = []
+    ready = threading.Event()
+    with LanePool(1, storage=tmp_path / "jobs.db", durable=True) as pool:
+
+        def again(fut: object) -> None:  # runs on the pool's result thread
+            chained.append(pool.submit(tasks.add, fut.result(), 1))  # type: ignore[attr-defined]
+            ready.set()
+
+        pool.submit(tasks.add, 1).add_done_callback(again)
+        assert ready.wait(10)
+        assert chained[0].result(10) == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
 def test_durable_submit_raises_when_the_journal_cannot_be_written(tmp_path: Path) -> None:
     db, log = tmp_path / "jobs.db", tmp_path / "runs.log"
     with LanePool(1, storage=db, durable=True) as pool:
