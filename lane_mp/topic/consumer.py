@@ -28,12 +28,16 @@ plain reads on one consumer, not both (plain reads do not assemble).
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Self, cast
+
+import msgspec
 
 from lane_mp.errors import ConfigError, DecodeError, TopicClosed, TopicError
 from lane_mp.topic import layout as L
@@ -54,6 +58,15 @@ _META_CACHE_MAX = 1024
 
 # Consumers open in this process, by (segment, id): one id is one reader at a time.
 _OPEN: dict[tuple[str, str], int] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    global _OPEN_LOCK
+    _OPEN_LOCK = threading.Lock()  # a thread of the parent may have held it at fork time
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class Consumer:
@@ -76,6 +89,19 @@ class Consumer:
                 f'start must be "latest", "earliest" or a sequence >= 1: {start!r}', field="start"
             )
         key = (topic.segment_name, consumer_id)
+        with _OPEN_LOCK:  # check, register and record as one step for threads of this process
+            self._open(topic, key, consumer_id, raw_id, start, auto_commit, group_timeout)
+
+    def _open(
+        self,
+        topic: Topic,
+        key: tuple[str, str],
+        consumer_id: str,
+        raw_id: bytes,
+        start: str | int,
+        auto_commit: bool,
+        group_timeout: float,
+    ) -> None:
         if key in _OPEN and _OPEN[key] == os.getpid():
             raise TopicError(
                 f"consumer {consumer_id!r} is already open in this process", consumer_id=consumer_id
@@ -102,6 +128,10 @@ class Consumer:
         self._pending = False  # a copy=False batch awaits its commit
         self._view_start = 0
         self._min_seq = 0
+        # Under drop_slowest the tail can pass a reading consumer: track record starts to salvage
+        # the intact part of a batch (see _poll). Other policies never need it.
+        self._track = topic.policy == "drop_slowest"
+        self._walked: list[int] = []
         self._groups: dict[tuple[str, str], tuple[float, list[Message | None], list[int]]] = {}
         self._doorbell: Doorbell | None = None
         self._register(raw_id, start)
@@ -214,17 +244,31 @@ class Consumer:
             cursor = self._cursor
             if cursor >= head:
                 return []
-            out, end, expected, lost, bad = self._parse(cursor, head, n, copy)
+            starts: list[int] | None = [] if self._track else None
+            out, end, expected, lost, bad = self._parse(cursor, head, n, copy, starts)
             tail = q[L.W_TAIL_POS]
             if tail > cursor:
-                # Retention passed us while we copied: anything may be torn. Restart at the tail;
-                # the sequence gap at the next read is what we lost.
-                self._cursor = tail
-                continue
-            if bad is not None:
+                # Retention passed us while we copied: records that start before the tail may be
+                # torn, and so may every boundary we derived from them. If the walk went through
+                # the tail itself, what follows it is intact: keep that suffix (this is what
+                # guarantees progress under drop_slowest, where restarting alone can be overrun
+                # again and again). Otherwise restart at the tail. The sequence gap is the loss.
+                keep = self._intact_from(starts, tail)
+                if keep is None or (bad is None and keep >= len(out)):
+                    self._cursor = tail
+                    continue
+            else:
+                keep = 0
+            if bad is not None:  # on a trusted walk: the record was not overwritten, it is bad
                 raise DecodeError(
                     f"corrupt record at position {bad} in topic {self.topic.name!r}", position=bad
                 )
+            if keep:
+                assert starts is not None
+                out = out[keep:]
+                out[0] = msgspec.structs.replace(out[0], lost=out[0].sequence - self._expected)
+                lost = sum(m.lost for m in out)
+                cursor = starts[keep]
             break
         self._cursor = end
         self._expected = expected
@@ -247,8 +291,21 @@ class Consumer:
             self._commit()  # only skipped records: move past them
         return out
 
+    def _intact_from(self, starts: list[int] | None, tail: int) -> int | None:
+        """Index of the first message at or after ``tail``, if the walk passed through ``tail``.
+
+        ``tail`` is a true record boundary; a walk that reached it continued over intact records.
+        A walk that jumped over it came from a torn length and proves nothing.
+        """
+        if starts is None:
+            return None
+        keep = bisect.bisect_left(starts, tail)
+        if (keep < len(starts) and starts[keep] == tail) or tail in self._walked:
+            return keep
+        return None
+
     def _parse(
-        self, cursor: int, head: int, n: int, copy: bool
+        self, cursor: int, head: int, n: int, copy: bool, starts: list[int] | None = None
     ) -> tuple[list[Message], int, int, int, int | None]:
         """Decode records in [cursor, head): (messages, end, next expected seq, lost, bad pos).
 
@@ -268,6 +325,8 @@ class Consumer:
         lost_total = 0
         out: list[Message] = []
         append = out.append
+        walked = self._walked  # boundaries reached over wrap markers (tracking mode only)
+        walked.clear()
         while cursor < head and len(out) < n:
             off = cursor % cap
             p = base + off
@@ -275,6 +334,8 @@ class Consumer:
             if kind != message:
                 if kind == wrap and total == cap - off:
                     cursor += total
+                    if starts is not None:
+                        walked.append(cursor)
                     continue
                 return out, cursor, expected, lost_total, cursor
             d = p + header + ((plen + tlen + glen + 7) & ~7)
@@ -306,6 +367,8 @@ class Consumer:
             append(
                 Message(seq, ts, producer, mtype, mm[d : d + dlen], lost, gid, gidx, gsize, flags & 1 == 1)
             )
+            if starts is not None:
+                starts.append(cursor)
             cursor += total
         return out, cursor, expected, lost_total, None
 

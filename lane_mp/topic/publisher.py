@@ -89,6 +89,7 @@ class Publisher:
         self._meta_cache: dict[str, tuple[bytes, int, int, int]] = {}
         self._groups: dict[str, list[int]] = {}  # open groups: id -> [size, next index]
         self._groups_lock = threading.RLock()
+        self._ring_lock = threading.Lock()
         self._encoder = msgspec.msgpack.Encoder()
         self._log = topic._log
         self._q = topic._log.q
@@ -216,7 +217,8 @@ class Publisher:
         if not self._closed:
             self._closed = True
             self._lock.close()
-            self._ringer.close()
+            with self._ring_lock:
+                self._ringer.close()
 
     def __enter__(self) -> Self:
         return self
@@ -285,10 +287,15 @@ class Publisher:
         )
 
     def _ring(self) -> None:
-        """Ring every consumer that raised its sleeping flag (a few loads when none did)."""
+        """Ring every consumer that raised its sleeping flag (a few loads when none did).
+
+        The scan is lock-free; the ringer's cached descriptors are shared by this publisher's
+        threads, so ringing itself takes a thread lock (only when someone sleeps).
+        """
         q = self._q
         w = self._sleep0
         for slot in range(q[L.W_SLOT_HWM]):
             if q[w]:
-                self._ringer.ring(slot, q[w - L.S_SLEEPING + L.S_TOKEN])
+                with self._ring_lock:
+                    self._ringer.ring(slot, q[w - L.S_SLEEPING + L.S_TOKEN])
             w += _SLOT_WORDS

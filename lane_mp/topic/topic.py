@@ -26,7 +26,7 @@ from lane_mp.errors import ConfigError, TopicClosed, TopicError
 from lane_mp.ipc.segments import Segment, sweep, unlink_name
 from lane_mp.topic import layout as L
 from lane_mp.topic.doorbell import Ringer
-from lane_mp.topic.lock import AppendLock
+from lane_mp.topic.lock import AppendLock, fence
 from lane_mp.topic.log import Log
 from lane_mp.topic.message import ConsumerInfo, TopicStats
 from lane_mp.topic.registry import Slots
@@ -186,6 +186,7 @@ class Topic:
         q = self._log.q
         if not q[L.W_CLOSED]:
             q[L.W_CLOSED] = 1
+            fence()  # the closed flag before the sleeping flags, as for a publish (doorbell.py)
             ringer = Ringer(self.segment_name)
             for slot, token in self._slots.sleepers():
                 ringer.ring(slot, token)

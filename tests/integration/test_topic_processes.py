@@ -96,6 +96,42 @@ def hold_lock_and_hang(name: str, locked: Any) -> None:
     time.sleep(60)
 
 
+def payload_for(seq: int) -> bytes:
+    """Content derived from the sequence number: a torn or misplaced read cannot match it."""
+    return seq.to_bytes(8, "little") * (1 + seq % 13)
+
+
+def slow_checker(name: str, cid: str, copy: bool, ready: Any, results: Any) -> None:
+    """Fall behind on purpose under drop_slowest; every message must still be intact."""
+    topic = Topic.attach(name)
+    con = topic.consumer(cid)
+    ready.set()
+    prev, lost, got, bad, stale_views = 0, 0, 0, 0, 0
+    while True:
+        batch = con.read_batch(64, timeout=WAIT_S, copy=copy)
+        if not batch:
+            break
+        for m in batch:
+            if m.message_type == "end":
+                results.put((cid, got, lost, con.lost, bad, stale_views, m.sequence))
+                del batch, m
+                con.close()
+                topic.close()
+                return
+            if m.sequence != prev + 1 + m.lost:
+                bad += 1
+            intact = bytes(m.data) == payload_for(m.sequence)
+            if not copy and not con.view_valid():
+                stale_views += 1  # overwritten under us: allowed, and we were told
+            elif not intact:
+                bad += 1
+            prev, lost, got = m.sequence, lost + m.lost, got + 1
+        del batch
+        if got % 512 < 64:
+            time.sleep(0.002)  # fall behind now and then
+    results.put((cid, "timeout", got))
+
+
 def idle_reader(name: str, ready: Any, results: Any) -> None:
     topic = Topic.attach(name)
     con = topic.consumer("idle")
@@ -228,6 +264,30 @@ def test_killed_consumer_and_publisher_do_not_stop_the_rest(procs: Procs) -> Non
     finally:
         topic.close()
     assert no_names_left(topic)
+
+
+def test_drop_slowest_never_hands_out_torn_messages(procs: Procs) -> None:
+    total = 20000
+    topic = Topic.create(new_name(), capacity_bytes=8 << 10, max_message_bytes=256, policy="drop_slowest")
+    try:
+        results = FORK.Queue()
+        readies = [FORK.Event() for _ in range(2)]
+        procs.start(slow_checker, topic.name, "copying", True, readies[0], results)
+        procs.start(slow_checker, topic.name, "views", False, readies[1], results)
+        for ev in readies:
+            assert ev.wait(WAIT_S)
+        pub = topic.publisher("p")
+        for seq in range(1, total + 1):
+            assert pub.publish(payload_for(seq)) == seq  # never blocks, never fails
+        pub.publish(b"", message_type="end")
+        for cid, got, lost, lost_attr, bad, stale_views, end in collect(results, 2):
+            assert bad == 0, cid
+            assert got + lost == total and lost == lost_attr and end == total + 1, cid
+            assert got > 500 and lost > 0, cid  # overrun, yet kept making progress
+        assert topic.stats().dropped > 0  # the consumers really were overrun
+        procs.join()
+    finally:
+        topic.close()
 
 
 def test_publisher_killed_inside_the_lock(procs: Procs) -> None:

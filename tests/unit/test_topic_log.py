@@ -279,6 +279,55 @@ def test_stale_and_removed_consumers(make_topic) -> None:
     assert [c.consumer_id for c in t.stats().consumers] == ["busy"]
 
 
+def test_a_sleeping_consumer_learns_at_once_that_it_was_removed(make_topic) -> None:
+    t = make_topic(capacity_bytes=1 << 16)
+    con = t.consumer("c")
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            con.read(timeout=5)
+        except TopicError as exc:
+            errors.append(exc)
+
+    th = threading.Thread(target=reader)
+    th.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    assert t.remove_consumer("c")
+    th.join(5)
+    assert errors and "removed" in str(errors[0]) and time.monotonic() - t0 < 1.0
+
+
+def test_threads_publishing_together_get_gap_free_sequences(make_topic) -> None:
+    t = make_topic(capacity_bytes=1 << 20)
+    con = t.consumer("c")
+    shared = t.publisher("shared")
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def work(pub_id: str | None) -> None:
+        pub = shared if pub_id is None else t.publisher(pub_id)
+        mine = []
+        for i in range(500):
+            if i % 10 == 0:
+                mine += pub.publish_many([b"m"] * 3)
+            else:
+                mine.append(pub.publish(b"s"))
+        with lock:
+            seqs.extend(mine)
+
+    threads = [threading.Thread(target=work, args=(pid,)) for pid in ("a", "b", None, None)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(20)
+    n = 4 * (450 + 50 * 3)
+    assert sorted(seqs) == list(range(1, n + 1))
+    got = con.read_batch(10 * n)
+    assert [m.sequence for m in got] == list(range(1, n + 1))
+
+
 def test_dead_consumers_are_reaped_when_full(make_topic) -> None:
     t = make_topic(capacity_bytes=4096, max_message_bytes=256, policy="error")
     ghost = t.consumer("ghost")
