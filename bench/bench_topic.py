@@ -1,6 +1,6 @@
 """Bench: lane_mp.topic against multiprocessing.Queue, in one run (not a timed test).
 
-    python bench/bench_topic.py [--n 300000] [--big 1500]
+    python bench/bench_topic.py [--n 300000] [--big 1500] [--repeat 3]
 
 Every case runs publisher and consumers in separate processes (fork); the clock starts when the
 publisher starts and stops when the last consumer has the last message (CLOCK_MONOTONIC is
@@ -158,12 +158,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300_000, help="64-byte messages per case")
     parser.add_argument("--big", type=int, default=1500, help="1 MiB messages per case")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case; the best is shown")
     args = parser.parse_args(argv)
     n, big = args.n, args.big
     rows: list[tuple[str, str, str]] = []
 
     def row(label: str, fn: Callable[[], float], unit: str, base: float | None = None) -> float:
-        v = fn()
+        # Best of several: the machine is shared, and the least disturbed run is the closest to
+        # what the code can do. Every case gets the same treatment, so ratios stay fair.
+        v = max(fn() for _ in range(args.repeat))
         shown = f"{v / 1e6:.2f} M msg/s" if unit == "msg" else f"{v * (1 << 20) / 1e9:.2f} GB/s"
         rows.append((label, shown, f"{v / base:.1f}x" if base else ""))
         return v
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'case':<{width}}  {'throughput':>14}  vs Queue")
     for label, shown, ratio in rows:
         print(f"{label:<{width}}  {shown:>14}  {ratio}")
-    print(f"(n={n} small, {big} x 1 MiB, {os.cpu_count()} CPUs, fork)")
+    print(f"(n={n} small, {big} x 1 MiB, best of {args.repeat}, {os.cpu_count()} CPUs, fork)")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Reading takes no lock. The consumer loads ``head_pos``, copies the records before it, then
 reloads ``tail_pos``: a record that starts before the tail may have been overwritten while it was
-copied (only possible under ``drop_slowest``, or after this consumer was removed), so the batch is
-thrown away and reading restarts at the tail. The sequence gap that leaves is exactly what was
-lost, and it is reported on the next message (``Message.lost``) and in ``Consumer.lost``.
+copied (only possible under ``drop_slowest``, or after this consumer was removed). Those records
+are thrown away — the intact rest of the batch is kept when the walk provably went through the
+tail — and reading continues at the tail. The sequence gap that leaves is exactly what was lost,
+and it is reported on the next message (``Message.lost``) and in ``Consumer.lost``.
 
 Positions and commits: the *cursor* is where the next read starts (``position`` is its sequence
 number); the *committed* position in the shared slot is what retention respects and where a
@@ -18,12 +19,11 @@ already on its way, then the consumer raises its ``sleeping`` flag, fences, re-c
 rings it. The spin is kept short because on two cores a long spin steals the publisher's core
 (MEASURED.md: two spinners on one core stalled up to 8 ms).
 
-Groups (:meth:`read_group`): members are copied into this process and assembled per
-``(producer_id, group_id)``; a complete group comes back as one list in member order; a message
-outside any group comes back as a one-element list. The position commits past members as they are
-read, so a consumer that restarts mid-group never completes that group; a partial group older than
-``group_timeout`` is abandoned and counted in ``abandoned_groups``. Use either ``read_group`` or the
-plain reads on one consumer, not both (plain reads do not assemble).
+Groups (:meth:`read_group`, assembled by :mod:`lane_mp.topic.groups`): a complete group comes
+back as one list in member order, a message outside any group as a one-element list. The position
+commits past members as they are read, so a consumer that restarts mid-group never completes that
+group; a partial group older than ``group_timeout`` is abandoned and counted in
+``abandoned_groups``. Use either ``read_group`` or the plain reads on one consumer, not both.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -41,10 +40,11 @@ import msgspec
 
 from lane_mp.errors import ConfigError, DecodeError, TopicClosed, TopicError
 from lane_mp.topic import layout as L
-from lane_mp.topic.doorbell import BACKSTOP_S, Doorbell, fifo_path
+from lane_mp.topic.doorbell import BACKSTOP_S, Doorbell
+from lane_mp.topic.groups import GroupAssembler
 from lane_mp.topic.lock import fence
 from lane_mp.topic.message import Message
-from lane_mp.topic.registry import is_alive
+from lane_mp.topic.registry import register
 
 if TYPE_CHECKING:
     from lane_mp.topic.topic import Topic
@@ -109,10 +109,7 @@ class Consumer:
         self.topic = topic
         self.consumer_id = consumer_id
         self.auto_commit = auto_commit
-        self.group_timeout = group_timeout
         self.lost = 0
-        self.abandoned_groups = 0
-        self.resumed = False
         self._pid = os.getpid()
         self._closed = True
         log = topic._log
@@ -127,70 +124,19 @@ class Consumer:
         self._mm = cast(mmap.mmap, self._buf.obj)
         self._pending = False  # a copy=False batch awaits its commit
         self._view_start = 0
-        self._min_seq = 0
         # Under drop_slowest the tail can pass a reading consumer: track record starts to salvage
         # the intact part of a batch (see _poll). Other policies never need it.
         self._track = topic.policy == "drop_slowest"
         self._walked: list[int] = []
-        self._groups: dict[tuple[str, str], tuple[float, list[Message | None], list[int]]] = {}
-        self._doorbell: Doorbell | None = None
-        self._register(raw_id, start)
+        self._groups = GroupAssembler(group_timeout)
+        reg = register(topic, consumer_id, raw_id, start)
+        self.resumed = reg.resumed
+        self._slot, self._token, self._cursor, self._expected = reg.slot, reg.token, reg.cursor, reg.expected
+        self._min_seq = reg.min_seq
+        self._doorbell: Doorbell | None = reg.doorbell
+        self._w = log.slots0 + reg.slot * (L.SLOT_BYTES // 8)
         _OPEN[key] = self._pid
         self._closed = False
-
-    # -- registration -----------------------------------------------------------------------
-
-    def _register(self, raw_id: bytes, start: str | int) -> None:
-        topic, log, q = self.topic, self._log, self._q
-        slots = topic._slots
-        topic._enter(topic._lock)
-        try:
-            slot = slots.find(self.consumer_id)
-            if slot is not None:
-                state, _token, pid, pstart = slots.state(slot)
-                if state == L.SLOT_ACTIVE and pid != self._pid and is_alive(pid, pstart):
-                    raise TopicError(
-                        f"consumer {self.consumer_id!r} is in use by pid {pid}",
-                        consumer_id=self.consumer_id,
-                        pid=pid,
-                    )
-                w = log.slots0 + slot * (L.SLOT_BYTES // 8)
-                cursor = max(q[w + L.S_POSITION], q[L.W_TAIL_POS])
-                expected = q[w + L.S_NEXT_SEQ]
-                self.resumed = True
-            else:
-                slot = slots.allocate(raw_id)
-                if slot is None:
-                    raise TopicError(
-                        f"consumer table of {topic.name!r} is full (max_consumers={log.max_consumers})",
-                        topic=topic.name,
-                    )
-                cursor, expected = self._start_at(start)
-            self._doorbell = Doorbell(fifo_path(topic.segment_name, slot))
-            self._token = secrets.randbits(62) | 1
-            slots.activate(slot, self._token, cursor, expected)
-        finally:
-            topic._leave(topic._lock)
-        self._slot = slot
-        w = log.slots0 + slot * (L.SLOT_BYTES // 8)
-        self._w = w
-        self._cursor = cursor
-        self._expected = expected
-
-    def _start_at(self, start: str | int) -> tuple[int, int]:
-        q = self._q
-        if start == "latest":
-            return q[L.W_HEAD_POS], q[L.W_HEAD_SEQ] + 1
-        if start == "earliest":
-            return q[L.W_TAIL_POS], q[L.W_TAIL_SEQ]
-        assert isinstance(start, int)
-        if start <= q[L.W_TAIL_SEQ]:
-            # Asked for history retention no longer has: the gap shows up as ``lost``.
-            return q[L.W_TAIL_POS], start
-        if start > q[L.W_HEAD_SEQ] + 1:
-            self._min_seq = start  # the future: skip what comes before it
-            return q[L.W_HEAD_POS], q[L.W_HEAD_SEQ] + 1
-        return self._log.find(start)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -435,44 +381,25 @@ class Consumer:
         return out[0] if out else None
 
     def read_group(self, timeout: float | None = None) -> list[Message] | None:
-        """The next complete group (members in order), or ``[message]`` for an ungrouped one."""
+        """The next complete group (members in order), or ``[message]`` for an ungrouped one.
+
+        None when ``timeout`` passes first. See :mod:`lane_mp.topic.groups`.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            self._expire_groups()
+            self._groups.expire()
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             msg = self.read(remaining)
             if msg is None:
                 return None
-            if msg.group_id is None:
-                return [msg]
-            key = (msg.producer_id, msg.group_id)
-            if msg.group_size:  # the first member opens (or restarts) the group
-                if key in self._groups:
-                    self.abandoned_groups += 1
-                members: list[Message | None] = [None] * msg.group_size
-                self._groups[key] = (time.monotonic(), members, [0])
-            entry = self._groups.get(key)
-            if entry is None:
-                self.abandoned_groups += 1  # a member whose first we never saw (started mid-group)
-                self._groups[key] = (time.monotonic(), [], [-1])
-                continue
-            _t0, members, count = entry
-            if count[0] < 0 or msg.group_index >= len(members):
-                continue  # belongs to an orphaned group, already counted
-            members[msg.group_index] = msg
-            count[0] += 1
-            if count[0] == len(members):
-                del self._groups[key]
-                return [m for m in members if m is not None]
+            unit = self._groups.feed(msg)
+            if unit is not None:
+                return unit
 
-    def _expire_groups(self) -> None:
-        if not self._groups:
-            return
-        limit = time.monotonic() - self.group_timeout
-        for key in [k for k, (t0, members, count) in self._groups.items() if t0 < limit]:
-            _t0, _members, count = self._groups.pop(key)
-            if count[0] >= 0:
-                self.abandoned_groups += 1
+    @property
+    def abandoned_groups(self) -> int:
+        """Partial groups given up on (expired, restarted, or first member never seen)."""
+        return self._groups.abandoned
 
     def __iter__(self) -> Iterator[Message]:
         """Every message, blocking between them; ends when the topic is unlinked and drained."""

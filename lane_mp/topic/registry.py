@@ -12,17 +12,23 @@ for the dead consumer (psutil reads the start time from /proc; ~20 us, only when
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 import psutil
 
+from lane_mp.errors import TopicError
 from lane_mp.topic import layout as L
-from lane_mp.topic.doorbell import fifo_path
+from lane_mp.topic.doorbell import Doorbell, fifo_path
 from lane_mp.topic.log import Log
 from lane_mp.topic.message import ConsumerInfo
 
-__all__ = ["Slots", "is_alive", "process_start_us"]
+if TYPE_CHECKING:
+    from lane_mp.topic.topic import Topic
+
+__all__ = ["Registration", "Slots", "is_alive", "process_start_us", "register"]
 
 # psutil's create_time has the resolution of the kernel clock tick (10 ms); allow for rounding.
 _START_TOLERANCE_US = 50_000
@@ -91,20 +97,22 @@ class Slots:
                 return slot
         return None
 
-    def activate(
-        self, slot: int, token: int, position: int, next_seq: int, *, pid: int | None = None
-    ) -> None:
-        """Hand the slot to this process at ``position`` (lock held). Position before state."""
+    def activate(self, slot: int, token: int, position: int, next_seq: int) -> None:
+        """Hand the slot to this process at ``position`` (lock held).
+
+        Position before state: a publisher computing retention must never see the slot active
+        with a stale position.
+        """
         q, w = self.log.q, self._word(slot)
-        pid = os.getpid() if pid is None else pid
+        pid = os.getpid()
         q[w + L.S_POSITION] = position
         q[w + L.S_NEXT_SEQ] = next_seq
         q[w + L.S_LAST_ACTIVE] = time.monotonic_ns()
         q[w + L.S_SLEEPING] = 0
         q[w + L.S_PID] = pid
-        q[w + L.S_PROC_START] = process_start_us(pid) if pid else 0
+        q[w + L.S_PROC_START] = process_start_us(pid)
         q[w + L.S_TOKEN] = token
-        q[w + L.S_STATE] = L.SLOT_ACTIVE if pid else L.SLOT_DETACHED
+        q[w + L.S_STATE] = L.SLOT_ACTIVE
 
     def detach(self, slot: int, token: int) -> None:
         q, w = self.log.q, self._word(slot)
@@ -167,3 +175,71 @@ class Slots:
             lost=q[w + L.S_LOST],
             sleeping=bool(q[w + L.S_SLEEPING]),
         )
+
+
+class Registration(NamedTuple):
+    """Where a newly registered (or resumed) consumer starts."""
+
+    slot: int
+    token: int
+    cursor: int  # virtual byte position of the next record to read
+    expected: int  # sequence number expected there (a larger one means messages were lost)
+    min_seq: int  # records below this are skipped (start= a future sequence number)
+    resumed: bool
+    doorbell: Doorbell
+
+
+def register(topic: Topic, consumer_id: str, raw_id: bytes, start: str | int) -> Registration:
+    """Register ``consumer_id`` or take over its slot (resume at the committed position).
+
+    ``start`` only applies to a new id. An id whose slot is owned by a live process is refused;
+    one left by a dead process, detached, or abandoned by this process is resumed.
+    """
+    log, q, slots = topic._log, topic._log.q, topic._slots
+    me = os.getpid()
+    topic._enter(topic._lock)
+    try:
+        min_seq = 0
+        slot = slots.find(consumer_id)
+        if slot is not None:
+            state, _token, pid, pstart = slots.state(slot)
+            if state == L.SLOT_ACTIVE and pid != me and is_alive(pid, pstart):
+                raise TopicError(
+                    f"consumer {consumer_id!r} is in use by pid {pid}", consumer_id=consumer_id, pid=pid
+                )
+            w = log.slots0 + slot * (L.SLOT_BYTES // 8)
+            cursor = max(q[w + L.S_POSITION], q[L.W_TAIL_POS])
+            expected = q[w + L.S_NEXT_SEQ]
+            resumed = True
+        else:
+            slot = slots.allocate(raw_id)
+            if slot is None:
+                raise TopicError(
+                    f"consumer table of {topic.name!r} is full (max_consumers={log.max_consumers})",
+                    topic=topic.name,
+                )
+            cursor, expected, min_seq = _start_at(log, start)
+            resumed = False
+        doorbell = Doorbell(fifo_path(topic.segment_name, slot))  # before the token is published
+        token = secrets.randbits(62) | 1
+        slots.activate(slot, token, cursor, expected)
+    finally:
+        topic._leave(topic._lock)
+    return Registration(slot, token, cursor, expected, min_seq, resumed, doorbell)
+
+
+def _start_at(log: Log, start: str | int) -> tuple[int, int, int]:
+    """(cursor, expected sequence, min sequence) for a new consumer (lock held)."""
+    q = log.q
+    if start == "latest":
+        return q[L.W_HEAD_POS], q[L.W_HEAD_SEQ] + 1, 0
+    if start == "earliest":
+        return q[L.W_TAIL_POS], q[L.W_TAIL_SEQ], 0
+    assert isinstance(start, int)
+    if start <= q[L.W_TAIL_SEQ]:
+        # Asked for history retention no longer has: the gap shows up as ``lost``.
+        return q[L.W_TAIL_POS], start, 0
+    if start > q[L.W_HEAD_SEQ] + 1:
+        return q[L.W_HEAD_POS], q[L.W_HEAD_SEQ] + 1, start  # the future: skip up to it
+    pos, seq = log.find(start)
+    return pos, seq, 0
