@@ -18,7 +18,7 @@ import os
 import re
 import time
 import weakref
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from loguru import logger
 
@@ -30,6 +30,10 @@ from lane_mp.topic.lock import AppendLock, fence
 from lane_mp.topic.log import Log
 from lane_mp.topic.message import ConsumerInfo, TopicStats
 from lane_mp.topic.registry import Slots
+
+if TYPE_CHECKING:
+    from lane_mp.topic.consumer import Consumer
+    from lane_mp.topic.publisher import Publisher
 
 __all__ = ["DEFAULT_CAPACITY", "Topic", "segment_name"]
 
@@ -228,7 +232,7 @@ class Topic:
 
     # -- factories ------------------------------------------------------------------------
 
-    def publisher(self, producer_id: str = "") -> Any:
+    def publisher(self, producer_id: str = "") -> Publisher:
         """A publisher stamping ``producer_id`` on its messages (one per thread is fastest)."""
         from lane_mp.topic.publisher import Publisher
 
@@ -244,8 +248,15 @@ class Topic:
         *,
         auto_commit: bool = True,
         group_timeout: float = 60.0,
-    ) -> Any:
-        """Register (or resume) ``consumer_id``; see :class:`lane_mp.topic.consumer.Consumer`."""
+    ) -> Consumer:
+        """Register ``consumer_id`` and return its reader (see :mod:`lane_mp.topic.consumer`).
+
+        ``start``: ``"latest"`` (only what is published from now on), ``"earliest"`` (everything
+        retained) or a sequence number (a gap before the oldest retained shows as ``lost``). It
+        applies to a new id only: an id already in the table (detached, or left by a dead process)
+        resumes at its committed position, and ``consumer.resumed`` says so. An id owned by a
+        live process is refused with :class:`TopicError`.
+        """
         from lane_mp.topic.consumer import Consumer
 
         self._check_open()
