@@ -23,14 +23,13 @@ from typing import Any
 
 import msgspec
 
-from ..errors import DecodeError, EncodeError, PayloadTooLarge
 from ..ipc.blocks import BlockCache, BlockPool
 from ..ipc.control import COORD_WAITING, Control
 from ..ipc.doorbell import BACKSTOP_S, drain_fd, fence, ring_fd
 from ..ipc.ring import Ring, RingReader, RingWriter
 from ..protocol import messages as m
-from ..protocol.codec import PayloadCodec, encode_exception, exception_types
-from ..protocol.functions import resolve
+from ..protocol.codec import PayloadCodec
+from .execute import CommandRunner
 
 # A worker that just finished work polls its ring this long before sleeping: the next command
 # usually arrives within a few µs while work flows, and a sleep/wake costs ~30 µs each way.
@@ -79,8 +78,7 @@ class _Worker:
         )
         self.enc = msgspec.msgpack.Encoder()
         self.dec = msgspec.msgpack.Decoder(m.CoordToWorker)
-        self.err_enc = msgspec.msgpack.Encoder()
-        self.fns: dict[str, Callable[..., Any]] = {}
+        self.runner = CommandRunner(self.codec)
         self.tasks = 0
         self.parent_fd = _parent_sentinel()
 
@@ -105,40 +103,6 @@ class _Worker:
     def check_parent(self) -> None:
         if self.parent_fd is not None and select.select([self.parent_fd], [], [], 0)[0]:
             os._exit(0)
-
-    # ---- running -----------------------------------------------------------------------------
-    def run(self, cmd: m.Run) -> m.Done:
-        try:
-            fn = self.fns.get(cmd.fn) or self.fns.setdefault(cmd.fn, resolve(cmd.fn))
-        except Exception as exc:
-            return self.error(cmd.id, "FunctionNotImportable", f"cannot import {cmd.fn}: {exc!r}")
-        try:
-            args, kwargs = self.codec.decode_call(cmd.payload)
-        except DecodeError as exc:
-            return self.error(cmd.id, "DecodeError", f"arguments of {cmd.fn}: {exc}")
-        except Exception as exc:  # an argument class that fails to unpickle here
-            return self.error(cmd.id, "DecodeError", f"arguments of {cmd.fn}: {exc!r}")
-        t0 = time.perf_counter()
-        try:
-            if cmd.chunk:
-                result: Any = [fn(*a) for a in args[0]]
-            else:
-                result = fn(*args, **kwargs)
-        except BaseException as exc:  # SystemExit / KeyboardInterrupt from a task too: report it
-            elapsed = time.perf_counter() - t0
-            return m.Done(cmd.id, m.RAISED, encode_exception(exc), elapsed, exception_types(exc), str(exc)[:500])
-        elapsed = time.perf_counter() - t0
-        del args, kwargs  # drop views of argument blocks before the caller may reuse them
-        try:
-            payload, _blocks = self.codec.encode_value(result)
-        except EncodeError as exc:
-            return self.error(cmd.id, "EncodeError", f"result of {cmd.fn} cannot be encoded: {exc}")
-        except PayloadTooLarge as exc:
-            return self.error(cmd.id, "PayloadTooLarge", f"result of {cmd.fn}: {exc}")
-        return m.Done(cmd.id, m.OK, payload, elapsed)
-
-    def error(self, cid: int, error: str, message: str) -> m.Done:
-        return m.Done(cid, m.ERROR, self.err_enc.encode(m.ErrorInfo(error, message)))
 
     def retire(self, reason: str) -> None:
         self.send(m.Retiring(reason, self.tasks))
@@ -173,7 +137,7 @@ class _Worker:
                 msg = dec.decode(data)
                 if type(msg) is m.Run:
                     ring.set_words(msg.id, time.monotonic_ns())
-                    done = self.run(msg)
+                    done = self.runner.run(msg)
                     ring.set_words(0, 0)
                     self.send(done)
                     self.tasks += 1
