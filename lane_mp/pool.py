@@ -153,7 +153,7 @@ class LanePool(Executor):
         self.dead_letters: DeadLetterQueue | None = dead_letters
         if dead_letters is not None:
             dead_letters._attach(self._replay_letter)
-        self._hub = ObservabilityHub(emitter, metrics, alerts, dead_letters, pressure_threshold)
+        self._hub = ObservabilityHub(emitter, metrics, alerts, dead_letters, pressure_threshold, token=self._token)
         ctx, worker_method = _start_methods(mp_context)
         self._fork = worker_method == "fork" and ctx.get_start_method() == "fork"
         cfg = CoordinatorConfig(
@@ -375,12 +375,12 @@ class LanePool(Executor):
                 self._lane_of[cid] = li
             if self._releases:
                 self._put_release_locked()
+            if self._hub.active:  # before the put: "submitted" must precede the command's other events
+                self._hub.submitted(cid, self._lanes[li].name, correlation_id)
             self._put_locked(self._enc.encode(sub))
         self._wake_coordinator()
         if self._durable_lanes[li]:  # "in the journal before submit returns"
             self._journal.wait_committed(cid, fut)  # type: ignore[union-attr]
-        if self._hub.active:
-            self._hub.submitted(cid, self._lanes[li].name, correlation_id)
         if dedup_key is not None:
             self._dedup[dedup_key] = fut
             fut.add_done_callback(lambda f, k=dedup_key: self._dedup.pop(k, None) if self._dedup.get(k) is f else None)

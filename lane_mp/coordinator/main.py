@@ -11,6 +11,7 @@ consumer; wake-ups travel on doorbell pipes, never on a data channel)::
                           supervisor: spawn, watch sentinels, kill trees, respawn, retire
                           journal (optional): accept/dispatch/finish stage writes; ONE commit
                           per loop turn, before dispatch; Committed(upto) -> caller
+                          stats board (lmp_<token>_stats): snapshot() every ~0.5 s, read by `top`
 
 Actors and what each may touch:
 
@@ -21,6 +22,9 @@ Actors and what each may touch:
   table, timers and the segments (creates and unlinks them). Single-threaded, so forking
   workers from it is safe.
 - **worker**: reads its command ring, writes its result ring and its own result blocks.
+- **stats board readers** (``lane_mp top``, ``observability/board.py``): attach the board segment
+  read-only and copy snapshots out with a seqlock; they never write to the pool. The caller
+  writes its latency percentiles into the board's second slot.
 - **journal** (``persistence/journal.py``, optional): lives in this process and is the store's only
   writer; touched only from this loop's thread (``open()`` runs here, never in the caller).
 
@@ -49,6 +53,7 @@ from ..ipc.doorbell import BACKSTOP_S, drain_fd, fence, ring_fd
 from ..ipc.ring import Ring, RingReader, RingWriter
 from ..outcomes.breaker import CircuitBreaker
 from ..ipc.segments import sweep
+from ..observability.board import StatsBoard
 from ..partitions import partition_for
 from ..persistence.journal import Journal
 from ..protocol import messages as m
@@ -140,6 +145,7 @@ class Coordinator:
         self.breaker_timers: list[tuple[float, int]] = []
         self.last_gauges = 0.0
         self.gauges_dirty = True
+        self.board = StatsBoard.create(cfg.token)  # unlinked by the exit sweep of lmp_<token>_*
         for slot in self.workers:
             self.event("worker.started", pid=slot.pid, index=slot.index)
         self.journal: Journal | None = None
@@ -671,6 +677,8 @@ class Coordinator:
             busy |= self.dispatch(now)
             if self.gauges_dirty and now - self.last_gauges >= self.cfg.gauges_interval:
                 self.send_gauges(now)
+            if now >= self.board.due:  # one comparison per turn; publishes ~2/s
+                self.board.publish_snapshot(self.snapshot(), now)
             self.flush_outbox()
             if now - self._last_sentinel_check > SENTINEL_CHECK_S:
                 self._last_sentinel_check = now

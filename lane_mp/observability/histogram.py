@@ -132,8 +132,44 @@ class Histogram:
             self.max = value
 
     def record_many(self, values: Iterable[float]) -> None:
+        """Add many observations; one pass to find the buckets, builtins for count/sum/min/max
+        (about twice as fast per value as :meth:`record`)."""
+        values = values if isinstance(values, list) else list(values)
+        if values:
+            self.add_indexed(self.indexes(values), values)
+
+    def indexes(self, values: list[float]) -> list[int]:
+        """Bucket index of each value (for :meth:`add_indexed` on histograms of this layout)."""
+        inv, highest, top = self._inv, self._highest, self._top
+        out: list[int] = []
+        append = out.append
         for v in values:
-            self.record(v)
+            if not v >= 0.0:  # also catches NaN
+                raise ValueError(f"histogram values must be >= 0, got {v!r}")
+            x = int(v * inv) if v < highest else top
+            if x >= SUB_BUCKETS:
+                e = x.bit_length() - SUB_BITS
+                x = (e << (SUB_BITS - 1)) + (x >> e)
+            append(x)
+        return out
+
+    def add_indexed(self, indexes: list[int], values: list[float]) -> None:
+        """Add ``values`` whose bucket ``indexes`` were computed by :meth:`indexes` of a histogram
+        with the same resolution and highest value (the metrics backend computes them once for
+        the pool-wide and the per-lane histogram)."""
+        counts = self._counts
+        need = max(indexes) + 1
+        if need > len(counts):
+            counts.extend([0] * (need - len(counts)))
+        for x in indexes:
+            counts[x] += 1
+        self.count += len(values)
+        self.sum += sum(values)
+        lo, hi = min(values), max(values)
+        if lo < self.min:  # noqa: PLR1730
+            self.min = lo
+        if hi > self.max:  # noqa: PLR1730
+            self.max = hi
 
     def percentiles(self, ps: Sequence[float]) -> list[float]:
         """Several percentiles (0..100) in one pass; nearest-rank definition, NaN when empty."""
@@ -190,8 +226,13 @@ class Histogram:
         self.max = max(self.max, other.max)
 
     def copy(self) -> Histogram:
+        """An independent copy (one list copy: snapshots take it under the backend's lock)."""
         new = Histogram(self._resolution, self._highest)
-        new.merge(self)
+        new._counts = self._counts.copy()
+        new.count = self.count
+        new.sum = self.sum
+        new.min = self.min
+        new.max = self.max
         return new
 
     def reset(self) -> None:

@@ -7,16 +7,31 @@ check when nothing is attached, so a pool without observers pays nothing.
 Lane pressure / idle events are edge-triggered from the coordinator's periodic lane gauges:
 ``pressure`` when a lane's pending depth reaches ``pressure_threshold``, ``idle`` when the lane
 has nothing pending and nothing active again.
+
+Every submitted command gets exactly one terminal event: ``queue.command.completed``, or
+``queue.command.failed`` whose ``kind`` says ``failed``, ``timeout`` or ``cancelled`` (cancelled
+commands are not counted in the ``failed`` counter). ``submitted`` is recorded before the command
+is handed to the coordinator, so it precedes the command's other events.
+
+With metrics on, the same gauge path publishes the caller's latency / wait percentiles per lane
+into the caller slot of the pool's stats board (``board.py``) for ``lane_mp top``, at most every
+``PUBLISH_INTERVAL_S``.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from typing import Any
 
+from loguru import logger
+
 from .alerts import AlertManager
+from .board import CALLER, PUBLISH_INTERVAL_S, StatsBoard
 from .events import EventEmitter
-from .metrics import QueueMetrics
+from .metrics import COMPLETED, LATENCY_MS, RETRIED, SUBMITTED, WAIT_TIME_MS, QueueMetrics
+from .metrics import FAILED as FAILED_COUNT
 
 __all__ = ["ObservabilityHub"]
 
@@ -32,6 +47,7 @@ class ObservabilityHub:
         alerts: AlertManager | None,
         dead_letters: Any = None,
         pressure_threshold: int = 1000,
+        token: str | None = None,
     ) -> None:
         self.emitter = emitter
         self.metrics = metrics
@@ -41,6 +57,11 @@ class ObservabilityHub:
         self._pressured: set[str] = set()
         self._idle: dict[str, bool] = {}
         self.active = emitter is not None or metrics is not None or alerts is not None
+        self.token = token
+        self._board: StatsBoard | None = None
+        self._board_rows: dict[str, list[float]] = {}
+        publish = token is not None and metrics is not None and PUBLISH_INTERVAL_S > 0
+        self._board_due = 0.0 if publish else math.inf  # inf: never (no metrics, or it failed)
 
     def submitted(self, cid: int, lane: str, correlation_id: str | None) -> None:
         if self.metrics is not None:
@@ -103,6 +124,57 @@ class ObservabilityHub:
         if self.alerts is not None:
             p99 = m.latency_p99_ms() if m is not None else None
             self.alerts.evaluate({lane: v[0] for lane, v in lanes.items()}, p99, time.time())
+        if self._board_due != math.inf:
+            self._publish_board(list(lanes))
+
+    def _publish_board(self, lanes: list[str]) -> None:
+        """Latency and wait percentiles per lane into the board's caller slot (for ``top``).
+
+        Runs with every gauge report (at most every ``gauges_interval``, and only while the pool
+        changes, so the last state is always published); lanes whose latency count did not move
+        reuse their previous row, so an idle lane costs nothing.
+        """
+        try:
+            if self._board is None:
+                self._board = StatsBoard.attach(self.token or "", writable=True)
+            backend = self.metrics.backend  # type: ignore[union-attr]
+            rows = self._board_rows
+            changed = False
+            for lane in lanes:
+                row = self._lane_row(backend, lane, rows.get(lane))
+                if row is not None and row is not rows.get(lane):
+                    rows[lane] = row
+                    changed = True
+            if not changed and self._board.sequence(CALLER):
+                return
+            counters = {name.rsplit(".", 1)[1]: backend.get_counter(name)
+                        for name in (SUBMITTED, COMPLETED, FAILED_COUNT, RETRIED)}
+            self._board.publish(CALLER, {
+                "caller_pid": os.getpid(), "published_at": time.time(), "lanes": rows, "counters": counters,
+            })
+        except Exception:  # noqa: BLE001 - the board is a nicety: never break the result thread
+            logger.opt(exception=True).debug("caller stats board disabled")
+            self._board_due = math.inf
+
+    @staticmethod
+    def _lane_row(backend: Any, lane: str, old: list[float] | None) -> list[float] | None:
+        """[latency p50, p99, completed, wait p50, p99], or ``old`` when nothing new completed
+        (the completed counter is the cheap change detector: one dict lookup)."""
+        done = backend.get_counter(f"{COMPLETED}.{lane}")
+        if not done or (old is not None and old[2] == done):
+            return old
+        pcts = getattr(backend, "percentiles", None)
+        if pcts is not None:  # the local backend: copied under its lock, summarised outside it
+            _, lat = pcts(f"{LATENCY_MS}.{lane}", (50.0, 99.0))
+            _, wait = pcts(f"{WAIT_TIME_MS}.{lane}", (50.0, 99.0))
+        else:
+            h = backend.get_histogram(f"{LATENCY_MS}.{lane}")
+            w = backend.get_histogram(f"{WAIT_TIME_MS}.{lane}")
+            lat = [h.p50, h.p99] if h is not None and h.count else []
+            wait = [w.p50, w.p99] if w is not None and w.count else []
+        if not lat:
+            return old
+        return [lat[0], lat[1], done, *(wait or (math.nan, math.nan))]
 
     def shutdown_started(self) -> None:
         if self.emitter is not None:

@@ -267,3 +267,45 @@ def test_closed_loop_waiter_does_not_break_emit() -> None:
 
 def test_default_capacity() -> None:
     assert EventEmitter().subscribe().capacity == ev_mod.DEFAULT_CAPACITY == 10_000
+
+
+def test_woken_consumer_lingers_to_read_a_burst_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiting consumer is woken by the first event of a burst and reads the rest without
+    waiting again; the delay it adds is bounded by WAKE_LINGER_S."""
+    monkeypatch.setattr(ev_mod, "WAKE_LINGER_S", 0.05)
+    em = EventEmitter()
+    sub = em.subscribe()
+    got: list[tuple[float, int]] = []
+
+    def consume() -> None:
+        for e in sub:
+            got.append((time.monotonic(), e.payload["i"]))
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    time.sleep(0.05)  # the consumer is waiting
+    t0 = time.monotonic()
+    for i in range(50):
+        em.emit(COMMAND_COMPLETED, {"i": i})
+    time.sleep(0.2)
+    sub.close()
+    consumer.join(WAIT_S)
+    assert [i for _, i in got] == list(range(50))
+    first, last = got[0][0] - t0, got[-1][0] - t0
+    assert 0.04 <= first < 1.0  # it lingered ...
+    assert last - first < 0.04  # ... then read the whole burst in one go
+
+
+def test_no_linger_and_timeouts_still_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ev_mod, "WAKE_LINGER_S", 0.0)
+    em = EventEmitter()
+    sub = em.subscribe()
+    threading.Timer(0.02, em.emit, args=(COMMAND_COMPLETED, {"i": 1})).start()
+    start = time.monotonic()
+    e = sub.get(WAIT_S)
+    assert e is not None and time.monotonic() - start < 1.0
+    monkeypatch.setattr(ev_mod, "WAKE_LINGER_S", 0.01)
+    start = time.monotonic()
+    assert sub.get(0.05) is None
+    assert 0.04 <= time.monotonic() - start < 1.0
+    sub.close()

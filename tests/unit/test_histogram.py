@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lane_mp.observability.histogram import MAX_RELATIVE_ERROR, Histogram, HistogramSummary
+from lane_mp.observability.histogram import DEFAULT_HIGHEST, MAX_RELATIVE_ERROR, Histogram, HistogramSummary
 
 PS = (0.0, 1.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0)
 
@@ -137,3 +137,33 @@ def test_summary_fields_and_reset() -> None:
         assert got == pytest.approx(float(p), rel=0.01)
     h.reset()
     assert h.count == 0 and h.bucket_count == 0
+
+
+def test_record_many_and_shared_indexes_equal_one_by_one() -> None:
+    rng = random.Random(3)
+    values = [rng.lognormvariate(0, 3) for _ in range(3000)] + [0.0, DEFAULT_HIGHEST * 2]
+    one, many, shared = Histogram(), Histogram(), Histogram()
+    for v in values:
+        one.record(v)
+    many.record_many(values)
+    shared.add_indexed(one.indexes(values), values)
+    for h in (many, shared):
+        assert h.summary().count == one.summary().count
+        assert h.percentiles(PS) == one.percentiles(PS)
+        assert (h.min, h.max) == (one.min, one.max) and h.sum == pytest.approx(one.sum)
+    with pytest.raises(ValueError):
+        Histogram().record_many([1.0, float("nan")])
+    with pytest.raises(ValueError):
+        Histogram().record_many([-1.0])
+    empty = Histogram()
+    empty.record_many([])
+    assert empty.count == 0
+
+
+def test_copy_is_independent_and_equal() -> None:
+    h = Histogram()
+    h.record_many([1.0, 2.0, 3.0])
+    c = h.copy()
+    assert c.summary() == h.summary()
+    c.record(100.0)
+    assert h.count == 3 and h.max == 3.0

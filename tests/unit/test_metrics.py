@@ -200,3 +200,73 @@ def test_backend_rejects_decreasing_counter() -> None:
     b.increment_counter("x", 2.5)
     assert b.get_counter("x") == 2.5 and b.get_counter("missing") == 0
     assert b.get_histogram("missing") is None
+
+
+def test_deferred_recording_is_exact_on_every_read_and_folds_in_batches() -> None:
+    from lane_mp.observability.metrics import FOLD_AT
+
+    b = LocalMetricsBackend()
+    m = QueueMetrics(b)
+    m.command_submitted("a")
+    m.command_completed("a", 3.0, 1.0)
+    assert len(b._pending) == 2  # deferred: nothing applied yet
+    assert m.count(SUBMITTED) == 1  # ... but every read applies the queue first
+    assert not b._pending
+    m.command_completed("a", 5.0, 2.0)
+    assert b.get_histogram(f"{LATENCY_MS}.a").count == 2  # type: ignore[union-attr]
+    m.command_completed("b", 7.0, 0.0)
+    assert b.percentile(LATENCY_MS, 100) == 7.0
+    m.command_completed("b", 9.0, 0.0)
+    assert b.percentiles(f"{LATENCY_MS}.b", (0.0, 100.0)) == (2, [7.0, 9.0])
+    m.command_failed("b")
+    assert m.snapshot().counters[f"{FAILED}.b"] == 1
+    for _ in range(FOLD_AT + 10):  # a full queue folds by itself: bounded memory
+        m.command_submitted("c")
+    assert len(b._pending) < FOLD_AT
+    b.flush()
+    assert not b._pending and m.count(SUBMITTED, "c") == FOLD_AT + 10
+    m.command_submitted("c")
+    m.reset()  # pending entries are dropped with the rest
+    assert m.count(SUBMITTED) == 0
+
+
+def test_deferred_histograms_equal_direct_recording() -> None:
+    rng = random.Random(7)
+    values = [(rng.lognormvariate(1, 2), rng.expovariate(1 / 3)) for _ in range(5000)]
+    deferred, direct = LocalMetricsBackend(), LocalMetricsBackend()
+    qm = QueueMetrics(deferred)
+    for lat, wait in values:
+        qm.command_completed("q", lat, wait)
+        direct.record_batch((COMPLETED, f"{COMPLETED}.q"), (
+            (LATENCY_MS, lat), (f"{LATENCY_MS}.q", lat), (WAIT_TIME_MS, wait), (f"{WAIT_TIME_MS}.q", wait),
+        ))
+    a, b = deferred.snapshot(), direct.snapshot()
+    assert a.counters == b.counters
+    for name, summary in b.histograms.items():
+        got = a.histograms[name]
+        assert (got.count, got.min, got.max, got.p50, got.p90, got.p99) == (
+            summary.count, summary.min, summary.max, summary.p50, summary.p90, summary.p99
+        )
+        assert got.sum == pytest.approx(summary.sum)
+
+
+def test_counts_are_exact_with_readers_racing_recorders() -> None:
+    m = QueueMetrics.local()
+    stop = threading.Event()
+    seen: list[float] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.append(m.count(SUBMITTED))
+
+    r = threading.Thread(target=reader)
+    r.start()
+    writers = [threading.Thread(target=lambda: [m.command_submitted("a") for _ in range(3000)]) for _ in range(3)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(30)
+    stop.set()
+    r.join(30)
+    assert m.count(SUBMITTED) == 9000
+    assert seen == sorted(seen)  # a counter never goes back
