@@ -473,6 +473,7 @@ class Coordinator:
         if not picked:
             return False
         touched: set[int] = set()
+        started: list[tuple[Any, ...]] | None = [] if self.cfg.emit_started else None
         for item, widx in picked:
             cmd: Command = item.ref
             slot = self.workers[widx]
@@ -487,9 +488,12 @@ class Coordinator:
             slot.assigned[sub.id] = cmd
             self.put_worker(slot, data)
             touched.add(widx)
-            if self.cfg.emit_started:
-                self.event("queue.command.started", id=sub.id, lane=self.cfg.lanes[sub.lane].name,
-                           pid=slot.pid, attempt=cmd.attempts, correlation_id=sub.correlation_id)
+            if started is not None:
+                started.append(
+                    (sub.id, self.cfg.lanes[sub.lane].name, slot.pid, cmd.attempts, sub.correlation_id)
+                )
+        if started:  # one record per dispatch turn; the caller's hub expands it into one event each
+            self.event("queue.command.started", batch=started)
         self.gauges_dirty = True
         for widx in touched:
             slot = self.workers[widx]

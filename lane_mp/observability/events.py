@@ -24,6 +24,7 @@ import asyncio
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Self
@@ -98,9 +99,14 @@ DEFAULT_CAPACITY = 10_000
 WAKE_LINGER_S = float(os.environ.get("LANE_MP_EVENT_LINGER_US", "1000")) / 1e6
 
 
-class LaneEvent(msgspec.Struct, frozen=True):
+class LaneEvent(msgspec.Struct, frozen=True, gc=False):
     """One thing that happened. ``timestamp`` is wall-clock ``time.time()`` (comparable across
-    processes); ``payload`` holds plain data (ids, lane, durations), never futures."""
+    processes; events from the coordinator carry its clock reading); ``payload`` holds plain data
+    (ids, lane, durations), never futures.
+
+    ``gc=False``: an event holds plain data and is never part of a reference cycle, so the
+    cyclic collector need not track the three events a busy pool creates per command.
+    """
 
     key: str
     timestamp: float
@@ -333,6 +339,8 @@ class EventEmitter:
         self._lock = threading.Lock()
         # Replaced, never mutated: emit() reads it without the lock.
         self._subs: tuple[Subscription, ...] = ()
+        self._watchers: list[Callable[[bool], object] | weakref.WeakMethod[Callable[[bool], object]]] = []
+        self._notify_lock = threading.Lock()  # serialises watcher calls: the last one is current
 
     def emit(self, key: str, payload: dict[str, Any] | None = None) -> None:
         """Publish an event now. With no subscriber this is one attribute check.
@@ -371,14 +379,43 @@ class EventEmitter:
         thread, so keep it cheap; if it raises, the event is skipped and the error logged."""
         return self._add(Subscription(self, capacity or self.capacity, predicate))
 
+    def watch(self, fn: Callable[[bool], object] | weakref.WeakMethod[Callable[[bool], object]]) -> None:
+        """Call ``fn(has_subscribers)`` now and whenever the first subscriber arrives or the last
+        one leaves. The pool uses it to skip per-command event work while nobody listens. Pass a
+        ``weakref.WeakMethod`` to avoid keeping the watcher alive (a dead one is dropped)."""
+        with self._lock:
+            self._watchers.append(fn)
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._notify_lock:
+            has = bool(self._subs)  # read under the notify lock: the last call reports the truth
+            for w in list(self._watchers):
+                fn: Callable[[bool], object] | None = w() if isinstance(w, weakref.WeakMethod) else w
+                if fn is None:
+                    with self._lock:
+                        self._watchers.remove(w)
+                    continue
+                try:
+                    fn(has)
+                except Exception:  # noqa: BLE001 - a watcher must not break subscribe()
+                    logger.opt(exception=True).error("event watcher {!r} raised", fn)
+
     def _add(self, sub: Subscription) -> Subscription:
         with self._lock:
+            first = not self._subs
             self._subs = (*self._subs, sub)
+        if first and self._watchers:
+            self._notify()
         return sub
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
+            before = len(self._subs)
             self._subs = tuple(s for s in self._subs if s is not sub)
+            last = before == 1 and not self._subs
+        if last and self._watchers:
+            self._notify()
 
     def close(self) -> None:
         """Close every subscription (their buffered events stay readable)."""
@@ -386,3 +423,5 @@ class EventEmitter:
             subs, self._subs = self._subs, ()
         for sub in subs:
             sub.close()
+        if subs and self._watchers:
+            self._notify()

@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from typing import Any
 
 from loguru import logger
 
 from .alerts import AlertManager
 from .board import CALLER, PUBLISH_INTERVAL_S, StatsBoard
-from .events import EventEmitter
+from .events import COMMAND_STARTED, EventEmitter, LaneEvent
 from .metrics import COMPLETED, LATENCY_MS, RETRIED, SUBMITTED, WAIT_TIME_MS, QueueMetrics
 from .metrics import FAILED as FAILED_COUNT
 
@@ -56,12 +57,20 @@ class ObservabilityHub:
         self.pressure_threshold = pressure_threshold
         self._pressured: set[str] = set()
         self._idle: dict[str, bool] = {}
-        self.active = emitter is not None or metrics is not None or alerts is not None
+        # Per-command hooks run only while someone needs them: metrics or alerts, or an emitter
+        # with at least one subscriber (the emitter tells us when that changes).
+        self._always = metrics is not None or alerts is not None
+        self.active = self._always or emitter is not None
+        if emitter is not None:
+            emitter.watch(weakref.WeakMethod(self._subscribers_changed))
         self.token = token
         self._board: StatsBoard | None = None
         self._board_rows: dict[str, list[float]] = {}
         publish = token is not None and metrics is not None and PUBLISH_INTERVAL_S > 0
         self._board_due = 0.0 if publish else math.inf  # inf: never (no metrics, or it failed)
+
+    def _subscribers_changed(self, has_subscribers: bool) -> None:
+        self.active = self._always or has_subscribers
 
     def submitted(self, cid: int, lane: str, correlation_id: str | None) -> None:
         if self.metrics is not None:
@@ -89,9 +98,17 @@ class ObservabilityHub:
             em.emit(key, payload)
 
     def record(self, key: str, timestamp: float, payload: dict[str, Any]) -> None:
-        """An event record from the coordinator."""
+        """An event record from the coordinator; its events carry the coordinator's timestamp."""
         if key == "lane.gauges":
             self._gauges(payload["lanes"], timestamp)
+            return
+        em = self.emitter
+        if key == COMMAND_STARTED:  # one record per dispatch turn: [(id, lane, pid, attempt, cid)]
+            if em is not None and em.has_subscribers:
+                for cid, lane, pid, attempt, corr in payload["batch"]:
+                    em.emit_event(LaneEvent(key, timestamp, {
+                        "id": cid, "lane": lane, "pid": pid, "attempt": attempt, "correlation_id": corr,
+                    }))
             return
         m = self.metrics
         if m is not None:
@@ -99,11 +116,10 @@ class ObservabilityHub:
                 m.command_timeout(payload["lane"])
             elif key == "queue.command.dead_lettered":
                 m.command_dead_lettered(payload["lane"])
-        em = self.emitter
         if em is not None and em.has_subscribers:
             if key == "queue.command.dead_lettered":
                 payload = {k: v for k, v in payload.items() if k != "payload"}
-            em.emit(key, payload)
+            em.emit_event(LaneEvent(key, timestamp, payload))
 
     def _gauges(self, lanes: dict[str, list[int]], timestamp: float) -> None:
         m, em = self.metrics, self.emitter

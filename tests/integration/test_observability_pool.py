@@ -594,3 +594,17 @@ def test_top_live_view_on_a_terminal_quits_on_q() -> None:
 def test_top_is_a_command_of_the_cli() -> None:
     cli = pytest.importorskip("lane_mp.cli")
     assert cli.main.commands["top"].name == "top"
+
+
+@pytest.mark.timeout(60)
+def test_subscribing_later_turns_command_events_on_and_closing_turns_them_off() -> None:
+    em = EventEmitter()
+    with LanePool(2, emitter=em) as pool:
+        resolve_all([pool.submit(tasks.noop, i) for i in range(10)])  # nobody listens: no work done
+        sub = em.subscribe()
+        resolve_all([pool.submit(tasks.noop, i) for i in range(5)])
+        sub.close()
+        resolve_all([pool.submit(tasks.noop, i) for i in range(5)])
+    counts = Counter(e.key for e in sub.drain())
+    assert counts["queue.command.submitted"] == 5
+    assert counts["queue.command.completed"] == 5

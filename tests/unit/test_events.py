@@ -309,3 +309,52 @@ def test_no_linger_and_timeouts_still_hold(monkeypatch: pytest.MonkeyPatch) -> N
     assert sub.get(0.05) is None
     assert 0.04 <= time.monotonic() - start < 1.0
     sub.close()
+
+
+def test_watchers_hear_about_first_and_last_subscriber() -> None:
+    import gc
+    import weakref
+
+    em = EventEmitter()
+    calls: list[bool] = []
+    em.watch(calls.append)
+    assert calls == [False]  # told at once
+    a = em.subscribe()
+    b = em.subscribe_filtered(key_prefix("worker."))
+    assert calls == [False, True]  # only the first subscriber is news
+    a.close()
+    assert calls == [False, True]
+    b.close()
+    assert calls == [False, True, False]
+    c = em.subscribe()
+    em.close()
+    assert calls == [False, True, False, True, False]
+    assert c.closed
+
+    class Owner:
+        def __init__(self) -> None:
+            self.seen: list[bool] = []
+
+        def changed(self, has: bool) -> None:
+            self.seen.append(has)
+
+    owner = Owner()
+    em.watch(weakref.WeakMethod(owner.changed))
+    em.subscribe()
+    assert owner.seen == [False, True]
+    del owner
+    gc.collect()
+    em.close()  # the dead watcher is dropped, not called
+    assert len(em._watchers) == 1
+
+
+def test_raising_watcher_does_not_break_subscribe() -> None:
+    em = EventEmitter()
+
+    def bad(_: bool) -> None:
+        raise RuntimeError("watcher bug")
+
+    em.watch(bad)
+    sub = em.subscribe()
+    em.emit(COMMAND_COMPLETED, {"id": 1})
+    assert sub.get_nowait() is not None
