@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -27,7 +28,7 @@ import psutil
 
 from .workloads import WORKLOADS, Sizes
 
-__all__ = ["Run", "ServerProcess", "run_bench", "plan"]
+__all__ = ["Run", "ServerProcess", "run_bench", "plan", "segments_of"]
 
 SERVER_START_BOUND_S = 60.0
 
@@ -72,14 +73,26 @@ def _kill_tree(pid: int) -> None:
     psutil.wait_procs(procs, timeout=5)
 
 
-def _sweep_segments(pid: int) -> list[str]:
-    """Remove lane_mp segments a killed server's pools left (their names carry its pid)."""
-    from lane_mp.ipc.segments import list_segments, sweep
+def segments_of(pid: int) -> list[str]:
+    """lane_mp segments created by pools whose caller was ``pid``.
 
-    prefix = f"lmp_{pid:x}"
-    left = list_segments(prefix)
-    if left:
-        sweep(prefix)
+    A pool's token is the caller's pid in hex followed by 6 random hex digits
+    (``ipc.segments.new_token``), so a bare ``lmp_<pid hex>`` prefix would also match another
+    process whose pid starts with the same digits (0x36 vs 0x369b): match the full shape.
+    """
+    from lane_mp.ipc.segments import list_segments
+
+    shape = re.compile(rf"lmp_{pid:x}[0-9a-f]{{6}}_")
+    return [n for n in list_segments(f"lmp_{pid:x}") if shape.match(n)]
+
+
+def _sweep_segments(pid: int) -> list[str]:
+    """Remove the lane_mp segments a killed server's pools left behind."""
+    from lane_mp.ipc.segments import unlink_name
+
+    left = segments_of(pid)
+    for name in left:
+        unlink_name(name)
     return left
 
 

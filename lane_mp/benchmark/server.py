@@ -36,9 +36,8 @@ _HELPERS = ("resource_tracker", "forkserver", "semaphore_tracker")
 def leftovers(grace_s: float = LEAK_GRACE_S) -> tuple[list[int], list[str]]:
     """Child processes (helpers excluded) and this process's ``lmp_`` segments that are still
     there ``grace_s`` after a pool was closed: what a clean shutdown must not leave behind."""
-    from lane_mp.ipc.segments import list_segments
+    from .runner import segments_of
 
-    prefix = f"lmp_{os.getpid():x}"
     end = time.monotonic() + grace_s
     while True:
         kids = []
@@ -51,7 +50,7 @@ def leftovers(grace_s: float = LEAK_GRACE_S) -> tuple[list[int], list[str]]:
             except psutil.Error:
                 continue
             kids.append(p.pid)
-        segs = list_segments(prefix)
+        segs = segments_of(os.getpid())
         if (not kids and not segs) or time.monotonic() > end:
             return kids, segs
         time.sleep(0.05)
