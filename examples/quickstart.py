@@ -1,27 +1,24 @@
-"""Quick start: a process pool that is a drop-in ``concurrent.futures`` executor, with lanes.
+"""Quick start: run CPU-heavy work on every core, urgent work first."""
 
-    python examples/quickstart.py
-"""
-
-from __future__ import annotations
-
-import math
-
-from lane_mp import LanePool
+from lane_mp import LanePool, Priority
 
 
-def slow_sqrt(x: float) -> float:
-    """Runs in a worker process (module-level, so workers can import it by name)."""
-    return math.sqrt(x)
+def count_primes(limit: int) -> int:
+    """Deliberately CPU-heavy pure Python."""
+    sieve = bytearray([1]) * (limit + 1)
+    sieve[0:2] = b"\x00\x00"
+    for i in range(2, int(limit**0.5) + 1):
+        if sieve[i]:
+            sieve[i * i :: i] = bytearray(len(sieve[i * i :: i]))
+    return sum(sieve)
 
 
 if __name__ == "__main__":
-    with LanePool(2) as pool:  # 2 worker processes; default lanes system .. prompt
-        fut = pool.submit(slow_sqrt, 2.0)  # a concurrent.futures.Future
-        print("sqrt(2) =", round(fut.result(timeout=10), 6))
-
-        urgent = pool.submit(slow_sqrt, 81.0, lane="system")  # lane 0: dispatched first
-        print("urgent lane result:", urgent.result(timeout=10))
-
-        print("map:", list(pool.map(slow_sqrt, [1, 4, 9, 16])))
-    print("pool shut down cleanly")
+    with LanePool() as pool:  # one worker per CPU, six default lanes
+        # A background batch in a low lane ...
+        batch = pool.map(count_primes, [200_000] * 20, lane="prompt")
+        # ... does not delay urgent work in a high lane.
+        urgent = pool.submit(count_primes, 10_000, lane="system", priority=Priority.CRITICAL)
+        print("urgent:", urgent.result())
+        print("batch total:", sum(batch))
+        print("lanes:", [(s["name"], s["completed"]) for s in pool.stats()["lanes"]])
