@@ -6,8 +6,10 @@ numbers; asserts nothing (the goal is a ratio of at least 0.9).
 - ``off``: ``LanePool(2)``, nothing attached.
 - ``on``: ``LanePool(2, emitter=..., metrics=QueueMetrics.local(), alerts=...)`` with depth and
   latency alert rules, and one subscriber to every event drained by its own thread (the
-  realistic consumer: it wakes up per event). Three events per command reach it: submitted,
-  started (sent by the coordinator) and completed.
+  realistic consumer). Three events per command reach it: submitted, started (sent by the
+  coordinator) and completed.
+- ``quiet`` (reported for reference): the same, but nobody subscribes to the emitter (metrics and
+  alerts do their per-command work, events cost nothing until someone subscribes).
 
 Workloads (each a fresh pool; start-up and a warm-up of ``WARMUP`` commands are not timed):
 
@@ -16,9 +18,11 @@ Workloads (each a fresh pool; start-up and a warm-up of ``WARMUP`` commands are 
 - ``map``: ``pool.map(abs, range(MAP_N))``: chunks are commands, so events and metrics are per
   chunk.
 
-Repetitions are interleaved (off, on, on, off, off, on, ...) so drift on a shared machine hits
-both sides alike; the ratio is reported as the median of per-pair ratios and as the ratio of
-medians.
+Repetitions are interleaved (off, on, quiet, quiet, on, off, ...) so drift on a shared machine
+hits every mode alike; the ratio is reported as the median of per-pair ratios and as the ratio of
+medians. Throughput on a shared 2-core machine swings with whatever else runs, so the caller
+process's CPU time per command (``time.process_time``, all its threads) is printed too: that is
+where observability work lands, and it is far less sensitive to neighbours.
 """
 
 from __future__ import annotations
@@ -47,17 +51,19 @@ REPS = 7
 
 
 class Observed:
-    """Everything on, with a consumer thread that counts the events it reads."""
+    """Everything on; with ``subscribe``, a consumer thread that counts the events it reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, subscribe: bool = True) -> None:
         self.emitter = EventEmitter(capacity=1_000_000)
-        self.sub = self.emitter.subscribe()
+        self.sub = self.emitter.subscribe() if subscribe else None
         self.seen = 0
-        self.thread = threading.Thread(target=self._consume, daemon=True)
-        self.thread.start()
+        self.thread = threading.Thread(target=self._consume, daemon=True) if subscribe else None
+        if self.thread is not None:
+            self.thread.start()
         self.alerts = AlertManager().with_queue_depth_alerts(50_000, 100_000).with_latency_alerts(60_000, 120_000)
 
     def _consume(self) -> None:
+        assert self.sub is not None
         for _ in self.sub:
             self.seen += 1
 
@@ -65,6 +71,8 @@ class Observed:
         return {"emitter": self.emitter, "metrics": QueueMetrics.local(), "alerts": self.alerts}
 
     def close(self) -> int:
+        if self.sub is None or self.thread is None:
+            return 0
         self.sub.close()
         self.thread.join(10)
         return self.sub.dropped
@@ -81,36 +89,51 @@ def map_all(pool: LanePool, n: int) -> None:
         pass
 
 
-def one_run(mode: str, body: Callable[[LanePool, int], None], n: int) -> float:
-    obs = Observed() if mode == "on" else None
+def one_run(mode: str, body: Callable[[LanePool, int], None], n: int) -> tuple[float, float]:
+    """(commands per second, caller CPU µs per command)."""
+    obs = Observed(subscribe=mode == "on") if mode != "off" else None
     kwargs = obs.pool_kwargs() if obs else {}
     with LanePool(WORKERS, **kwargs) as pool:
         submit_loop(pool, WARMUP)
-        t0 = time.perf_counter()
+        cpu0, t0 = time.process_time(), time.perf_counter()
         body(pool, n)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     if obs is not None:
         dropped = obs.close()
         if dropped:
             print(f"    (subscriber dropped {dropped} events)")
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
+
+
+MODES = ("off", "on", "quiet")
 
 
 def bench(name: str, body: Callable[[LanePool, int], None], n: int, reps: int) -> None:
-    results: dict[str, list[float]] = {"off": [], "on": []}
-    pairs = []
+    results: dict[str, list[float]] = {mode: [] for mode in MODES}
+    cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
+    pairs: dict[str, list[float]] = {"on": [], "quiet": []}
     for rep in range(reps):
-        order = ("off", "on") if rep % 2 == 0 else ("on", "off")
-        got = {mode: one_run(mode, body, n) for mode in order}
-        for mode, value in got.items():
-            results[mode].append(value)
-        pairs.append(got["on"] / got["off"])
-        print(f"  {name:<7} rep {rep + 1}: off {got['off']:>10,.0f}/s  on {got['on']:>10,.0f}/s  "
-              f"ratio {pairs[-1]:.3f}", flush=True)
-    off, on = statistics.median(results["off"]), statistics.median(results["on"])
-    print(f"{name:<7} median off {off:>10,.0f}/s  on {on:>10,.0f}/s  ratio of medians {on / off:.3f}  "
-          f"median pair ratio {statistics.median(pairs):.3f}  (best off {max(results['off']):,.0f}, "
-          f"best on {max(results['on']):,.0f}; best/best {max(results['on']) / max(results['off']):.3f})")
+        order = MODES if rep % 2 == 0 else MODES[::-1]
+        runs = {mode: one_run(mode, body, n) for mode in order}
+        got = {mode: rate for mode, (rate, _) in runs.items()}
+        for mode, (rate, us) in runs.items():
+            results[mode].append(rate)
+            cpu[mode].append(us)
+        for mode, ratios in pairs.items():
+            ratios.append(got[mode] / got["off"])
+        print(f"  {name:<7} rep {rep + 1}: off {got['off']:>10,.0f}/s  on {got['on']:>10,.0f}/s "
+              f"({pairs['on'][-1]:.3f})  quiet {got['quiet']:>10,.0f}/s ({pairs['quiet'][-1]:.3f})  "
+              f"caller CPU us/cmd off {runs['off'][1]:.2f} on {runs['on'][1]:.2f} "
+              f"quiet {runs['quiet'][1]:.2f}", flush=True)
+    off = statistics.median(results["off"])
+    off_cpu = statistics.median(cpu["off"])
+    for mode in ("on", "quiet"):
+        med = statistics.median(results[mode])
+        med_cpu = statistics.median(cpu[mode])
+        print(f"{name:<7} {mode:<5}: median off {off:>10,.0f}/s  {mode} {med:>10,.0f}/s  "
+              f"ratio of medians {med / off:.3f}  median pair ratio {statistics.median(pairs[mode]):.3f}  "
+              f"best/best {max(results[mode]) / max(results['off']):.3f}  |  caller CPU/cmd "
+              f"{off_cpu:.2f} -> {med_cpu:.2f} us (x{off_cpu / med_cpu:.3f})")
 
 
 def main() -> None:
