@@ -79,6 +79,7 @@ def test_plan_interleaves_and_alternates() -> None:
         ("W1", "lane_mp", 0), ("W1", "ppe", 0), ("W1", "mp_pool", 0),
         ("W1", "mp_pool", 1), ("W1", "ppe", 1), ("W1", "lane_mp", 1),
     ]
+    assert plan(["L1"], ["lane_mp", "ppe"], 3) == [("L1", "lane_mp", 0)]  # lane_mp-only: once
 
 
 def test_summary_medians_ratios_and_failures() -> None:

@@ -21,6 +21,11 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 TIMEOUT_S = 60
 
 
+def _is_script(path: Path) -> bool:
+    text = path.read_text()
+    return "__name__ == \"__main__\"" in text or "__name__ == '__main__'" in text
+
+
 def test_there_are_examples() -> None:
     assert {"quickstart.py", "basic_usage.py"} <= {p.name for p in EXAMPLES}
 
@@ -41,6 +46,7 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
         out, err = proc.communicate()
         pytest.fail(f"{path.name} did not finish in {TIMEOUT_S} s\nstdout:\n{out[-2000:]}\nstderr:\n{err[-2000:]}")
     assert proc.returncode == 0, f"{path.name} exited {proc.returncode}\nstderr:\n{err[-3000:]}"
-    assert out.strip(), f"{path.name} printed nothing"
+    if _is_script(path):  # a helper module next to the scripts (tasks for workers) may be silent
+        assert out.strip(), f"{path.name} printed nothing"
     assert "Traceback" not in err, err[-3000:]
     assert segments_of(proc.pid) == [], f"{path.name} left shared-memory segments behind"

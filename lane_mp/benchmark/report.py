@@ -103,6 +103,8 @@ def summarize(runs: Sequence[Run], libraries: Sequence[str]) -> list[Row]:
             base = None
             for lib in libraries:
                 lib_runs = by.get((wid, lib), [])
+                if not lib_runs:
+                    continue  # lane_mp-only workloads have no peer rows
                 row = Row(wid, metric.label, lib, note=_note(lib_runs) if i == 0 else "")
                 rows.append(row)
                 ok = [r for r in lib_runs if r.status == "ok"]

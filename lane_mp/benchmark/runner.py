@@ -189,9 +189,13 @@ class ServerProcess:
 
 
 def plan(workloads: Sequence[str], libraries: Sequence[str], reps: int) -> list[tuple[str, str, int]]:
-    """(workload, library, rep) in run order: per workload, reps alternate library order."""
+    """(workload, library, rep) in run order: per workload, reps alternate library order;
+    lane_mp-only workloads (L*) run once (they interleave their own A/B comparisons)."""
     order = []
     for w in workloads:
+        if WORKLOADS[w].lane_mp_only:  # nothing to interleave with: one run
+            order.append((w, "lane_mp", 0))
+            continue
         for r in range(reps):
             libs = list(libraries) if r % 2 == 0 else list(reversed(libraries))
             order += [(w, lib, r) for lib in libs]

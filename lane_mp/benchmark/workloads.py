@@ -53,6 +53,10 @@ class Sizes:
     w7_wait_s: float = 5.0  # how long W7 waits for anything before calling it "never resolved"
     w8_tasks: int = 200
     w8_span: int = 2_500  # numbers per prime-counting task (~6 ms of pure Python here)
+    l1_idle_s: float = 10.0
+    l2_window_s: float = 10.0  # 200/s for this long: 2,000 dispatches
+    ab_reps: int = 3  # L3/L4: A/B pairs inside one run
+    l5_stream_s: float = 2.0
     reps: int = 3
     budget_scale: float = 1.0  # multiplies each workload's hard time bound
 
@@ -79,13 +83,17 @@ FULL = Sizes()
 QUICK = Sizes(
     w1_tasks=5_000,
     w2_items=50_000,
-    w3_small_trips=10,
     w3_large_trips=2,
     w4_tasks=500,
     w5_background=300,
     w5_urgent=20,
+    w3_small_trips=5,
     w7_wait_s=2.0,
-    w8_span=2_000,
+    w8_span=1_500,
+    l1_idle_s=3.0,
+    l2_window_s=2.0,
+    ab_reps=2,
+    l5_stream_s=1.0,
     reps=2,
     budget_scale=0.5,
 )
@@ -139,6 +147,7 @@ class Workload:
     metrics: tuple[Metric, ...]
     budget_s: float  # hard bound for one run (full sizes); the runner kills past it
     describe: str = ""
+    lane_mp_only: bool = False  # a feature no peer has: run once, on lane_mp alone
 
     def budget(self, sizes: Sizes) -> float:
         return max(15.0, self.budget_s * sizes.budget_scale)
@@ -153,6 +162,7 @@ class Workload:
 
 _T = "lane_mp.benchmark.throughput"
 _B = "lane_mp.benchmark.behaviour"
+_F = "lane_mp.benchmark.features"
 
 WORKLOADS: dict[str, Workload] = {
     w.id: w
@@ -184,6 +194,27 @@ WORKLOADS: dict[str, Workload] = {
                  (Metric("speedup", "+ speed-up vs serial"), Metric("makespan_s", "- makespan s", "lower"),
                   Metric("serial_s", "serial s (reference)", "lower", ratio=False)), 90,
                  "pure-Python prime counting split into 200 tasks"),
+        Workload("L1", "idle", f"{_F}:l1_idle", (Metric("idle_cpu_pct", "- idle CPU % of one core", "lower"),), 60,
+                 "CPU an idle 2-worker pool uses (caller + coordinator + workers)", True),
+        Workload("L2", "rate limit", f"{_F}:l2_rate_limit",
+                 (Metric("sliding_in_window", "sliding window: ran in window", ratio=False),
+                  Metric("sliding_error_pct", "sliding window: error %", "lower", ratio=False),
+                  Metric("bucket_in_window", "token bucket: ran in window", ratio=False),
+                  Metric("burst1_rate", "token bucket burst=1: rate /s", ratio=False)), 90,
+                 "a lane at RateLimitConfig.per_second(200) with a backlog", True),
+        Workload("L3", "lane features", f"{_F}:l3_lane_features",
+                 (Metric("default_per_s", "+ no-op/s, default lanes"), Metric("featured_per_s", "+ no-op/s, all lane features"),
+                  Metric("ratio", "+ featured / default")), 90,
+                 "scheduling overhead of every lane feature at once", True),
+        Workload("L4", "observability", f"{_F}:l4_observability",
+                 (Metric("off_per_s", "+ no-op/s, observability off"), Metric("on_per_s", "+ no-op/s, events+metrics+alerts"),
+                  Metric("ratio", "+ on / off")), 90,
+                 "cost of events, metrics and alerts", True),
+        Workload("L5", "recovery", f"{_F}:l5_recovery",
+                 (Metric("replace_ms", "- timeout -> replacement serving ms", "lower"),
+                  Metric("base_per_s", "+ 1 ms tasks/s, no kills"), Metric("kills_per_s", "+ 1 ms tasks/s, 10 SIGKILLs"),
+                  Metric("kill_ratio", "+ with kills / without"), Metric("lost", "- commands lost", "lower")), 90,
+                 "worker replacement after timeouts and SIGKILLs", True),
     )
 }
 
