@@ -112,6 +112,8 @@ _LAZY = {
     "AlertLevel": ("lane_mp.observability.alerts", "AlertLevel"),
     "Alert": ("lane_mp.observability.alerts", "Alert"),
     "Topic": ("lane_mp.topic", "Topic"),
+    # backends (extra lane_mp[dask]); joins __all__ once the README documents it
+    "DaskBackend": ("lane_mp.backends.dask", "DaskBackend"),
 }
 
 
@@ -136,6 +138,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from .backends.dask import DaskBackend
     from .futures import LaneFuture
     from .observability.alerts import Alert, AlertLevel, AlertManager
     from .observability.events import EventEmitter, LaneEvent

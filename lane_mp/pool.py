@@ -127,12 +127,17 @@ class LanePool(Executor):
         durable: bool = False,
         recover: bool = True,
         notify_url: str | None = None,
+        backend: Any = None,
     ) -> None:
         n = max_workers if max_workers is not None else workers
         if n is None:
             n = default_workers()
         if n < 1:
             raise ValueError("max_workers must be greater than 0")
+        if backend is not None:  # backends/ (e.g. DaskBackend): no shared-memory blocks, payloads inline
+            backend.check_pool_options(initializer=initializer, max_tasks_per_child=max_tasks_per_child,
+                                       max_memory_per_child=max_memory_per_child)
+            max_payload_bytes = backend.payload_limit(ring_capacity, max_payload_bytes)
         self._lanes: list[Lane] = normalize_lanes(lanes)
         if len(self._lanes) > MAX_LANES:
             raise errors.ConfigError(f"at most {MAX_LANES} lanes", field="lanes")
@@ -155,7 +160,7 @@ class LanePool(Executor):
             dead_letters._attach(self._replay_letter)
         self._hub = ObservabilityHub(emitter, metrics, alerts, dead_letters, pressure_threshold, token=self._token)
         ctx, worker_method = _start_methods(mp_context)
-        self._fork = worker_method == "fork" and ctx.get_start_method() == "fork"
+        self._fork = backend is None and worker_method == "fork" and ctx.get_start_method() == "fork"
         cfg = CoordinatorConfig(
             token=self._token, workers=n, lanes=self._lanes, worker_start_method=worker_method,
             capacity_units=capacity_units, partition=partition or PartitionConfig(),
@@ -164,7 +169,7 @@ class LanePool(Executor):
             dead_letters=dead_letters is not None, emit_started=emitter is not None,
             max_payload_bytes=max_payload_bytes,
             storage=self._storage_setup(storage, durable, notify_url), durable=durable, recover=recover,
-            notify_url=notify_url,
+            notify_url=notify_url, backend=backend,
         )
         # Locks: _lock serialises the submit ring, block pool and id counter (many caller threads).
         self._lock = threading.Lock()
@@ -228,12 +233,15 @@ class LanePool(Executor):
         self._writer = RingWriter(Ring.attach(hello.submit_ring))
         self._reader = RingReader(Ring.attach(hello.result_ring))
         self._worker_pids = hello.worker_pids
+        if cfg.backend is not None:  # the backend decided the slot count (e.g. Dask worker threads)
+            self._max_workers = len(hello.worker_pids)
         if self._journal is not None:  # ids are never reused in a storage file: start above its floor
             self._ids = itertools.count(hello.id_floor + 1)
             self._journal.started(hello.recovery)
         self._blocks = BlockPool(f"lmp_{self._token}_b{os.getpid():x}_")
         self._codec = PayloadCodec(
-            self._blocks, BlockCache(readonly=False), on_view=self._on_view, max_payload=cfg.max_payload_bytes
+            self._blocks if cfg.backend is None else None, BlockCache(readonly=False), on_view=self._on_view,
+            max_payload=cfg.max_payload_bytes,
         )
         self._enc = msgspec.msgpack.Encoder()
         self._dec = msgspec.msgpack.Decoder(m.CoordToCaller)

@@ -12,6 +12,8 @@ consumer; wake-ups travel on doorbell pipes, never on a data channel)::
                           journal (optional): accept/dispatch/finish stage writes; ONE commit
                           per loop turn, before dispatch; Committed(upto) -> caller
                           stats board (lmp_<token>_stats): snapshot() every ~0.5 s, read by `top`
+                          backend (optional, cfg.backend): dispatch goes to its slots instead
+                          of worker rings, e.g. Dask tasks (backends/dask.py draws that flow)
 
 Actors and what each may touch:
 
@@ -27,6 +29,9 @@ Actors and what each may touch:
   writes its latency percentiles into the board's second slot.
 - **journal** (``persistence/journal.py``, optional): lives in this process and is the store's only
   writer; touched only from this loop's thread (``open()`` runs here, never in the caller).
+- **backend** (``backends/``, optional): its supervisor makes the slots (no sentinel, a stand-in
+  process); its own threads (e.g. Dask's client) only append outcomes to a slot's thread-safe
+  queue, set a slot's exit code and ring this loop's doorbell. No worker is forked then.
 
 One blocking wait per process: the coordinator sleeps in one ``poll()`` over its doorbell, every
 worker sentinel and its parent's sentinel, with a timeout from the next timer.
@@ -95,6 +100,7 @@ class CoordinatorConfig(msgspec.Struct, frozen=True):
     durable: bool = False  # journal every command, not only those of durable lanes
     recover: bool = True  # re-enqueue what the journal held at start-up
     notify_url: str | None = None  # POST kept outcomes here (persistence/notifier.py: a thread)
+    backend: Any = None  # where commands run (backends/, e.g. DaskBackend); None: local workers
 
 
 class Coordinator:
@@ -125,12 +131,18 @@ class Coordinator:
         self.shutting_down = False
         self.cancel_on_shutdown = False
         self.broken: str | None = None
-        self.sup = Supervisor(
-            multiprocessing.get_context(cfg.worker_start_method), cfg.token, self.control.segment.name,
-            bell_w, cfg.ring_capacity, initializer, initargs,
-            cfg.max_tasks_per_child, cfg.max_memory_per_child, cfg.max_payload_bytes,
-        )
-        self.workers: list[WorkerSlot] = [self.sup.start(i) for i in range(cfg.workers)]
+        if cfg.backend is None:
+            self.sup: Any = Supervisor(
+                multiprocessing.get_context(cfg.worker_start_method), cfg.token, self.control.segment.name,
+                bell_w, cfg.ring_capacity, initializer, initargs,
+                cfg.max_tasks_per_child, cfg.max_memory_per_child, cfg.max_payload_bytes,
+            )
+            n_slots = cfg.workers
+        else:  # backends/: its slots duck-type WorkerSlot (no sentinel; a stand-in process)
+            self.sup = cfg.backend.make_supervisor(cfg, bell_w)
+            n_slots = self.sup.slots
+        self.max_prefetch: int = getattr(self.sup, "max_prefetch", MAX_PREFETCH)
+        self.workers: list[WorkerSlot] = [self.sup.start(i) for i in range(n_slots)]
         parent = multiprocessing.parent_process()
         self.parent_sentinel = parent.sentinel if parent is not None else None
         self.poller = select.poll()
@@ -465,7 +477,7 @@ class Coordinator:
 
     # ---- dispatch ----------------------------------------------------------------------------
     def dispatch(self, now: float) -> bool:
-        depth = max(1, min(MAX_PREFETCH, int(PREFETCH_BUDGET_S / max(self.ewma, 1e-7))))
+        depth = max(1, min(self.max_prefetch, int(PREFETCH_BUDGET_S / max(self.ewma, 1e-7))))
         free = [0 if (w.dead or w.retiring) else max(0, depth - len(w.assigned)) for w in self.workers]
         if not any(free) or not self.sched.pending():
             return False
@@ -651,7 +663,7 @@ class Coordinator:
 
     # ---- the loop ----------------------------------------------------------------------------
     def refresh_poller(self) -> None:
-        want = {self.bell_r} | {w.sentinel for w in self.workers if not w.dead}
+        want = {self.bell_r} | {w.sentinel for w in self.workers if not w.dead and w.sentinel is not None}
         if self.parent_sentinel is not None:
             want.add(self.parent_sentinel)
         for fd in self._poll_fds - want:
@@ -799,6 +811,9 @@ def coordinator_main(
             for slot in coord.workers:
                 if not slot.dead:
                     slot.kill_tree()
+            close = getattr(coord.sup, "close", None)  # a backend's client (and cluster, if it made one)
+            if close is not None:
+                close()
         # Blocks in the caller's hands stay mapped there; unlinking only removes the names.
         sweep(f"lmp_{cfg.token}_")
         sys.stdout.flush()
