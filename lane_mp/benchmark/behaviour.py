@@ -25,7 +25,7 @@ __all__ = ["w5_priority", "w6_timeout", "w7_crash"]
 BOUND_S = 120.0
 STOPPED_GRACE_S = 1.0  # how long after the error a hung task has to stop before we say it did not
 HEARTBEAT_STALE_S = 0.3
-USABLE_WAIT_S = 2.0  # W7: a follow-up no-op gets this long before the pool counts as hanging
+USABLE_WAIT_S = 1.0  # W7: a follow-up no-op gets this long before the pool counts as hanging
 
 
 def w5_priority(ad: Adapter, s: Sizes) -> Outcome:

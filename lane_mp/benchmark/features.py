@@ -105,16 +105,16 @@ def l2_rate_limit(ad: Adapter, s: Sizes) -> Outcome:
 
     out = Outcome()
     rate, window = 200.0, s.l2_window_s
-    n = int(rate * window) + 400  # saturated through the whole window, burst included
     expected = rate * window
-    for key, cfg in (
-        ("sliding_in_window", RateLimitConfig.per_second(rate, algorithm="sliding_window")),
-        ("bucket_in_window", RateLimitConfig.per_second(rate)),
+    burst = int(rate)  # the token bucket's default: one second's worth
+    for key, cfg, n in (  # n: enough backlog to stay saturated through the whole window
+        ("sliding_in_window", RateLimitConfig.per_second(rate, algorithm="sliding_window"), int(expected) + 40),
+        ("bucket_in_window", RateLimitConfig.per_second(rate), int(expected) + burst + 40),
     ):
         done = _dispatch_times(cfg, n)
         out.metrics[key] = sum(1 for t in done if t - done[0] < window)
     out.metrics["sliding_error_pct"] = 100.0 * (out.metrics["sliding_in_window"] - expected) / expected
-    done = _dispatch_times(RateLimitConfig.per_second(rate, burst=1), int(rate * min(window, 3.0)))
+    done = _dispatch_times(RateLimitConfig.per_second(rate, burst=1), int(rate * min(window / 2, 3.0)))
     out.metrics["burst1_rate"] = (len(done) - 1) / (done[-1] - done[0])
     out.notes.append(f"200/s for {window:g} s: target {expected:.0f} within 2 %; the bucket starts full (burst 200)")
     return out

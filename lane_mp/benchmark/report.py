@@ -180,10 +180,11 @@ def render_table(rows: Sequence[Row]) -> str:
 
 
 def legend(sizes: Sizes, workers: int, workloads: Sequence[str]) -> str:
-    parts = [f"{w.id} {w.title}: {w.describe}" for w in WORKLOADS.values() if w.id in workloads]
+    parts = [f"{w.id} {w.title}: {w.description(sizes)}" for w in WORKLOADS.values() if w.id in workloads]
     return (
-        f"{workers} workers, {sizes.reps} repetitions interleaved; median and min-max over repetitions; "
-        "'+' higher is better, '-' lower is better; ratio = lane_mp median / peer median.\n"
+        f"{workers} workers; W*: {sizes.reps} repetitions interleaved (A B .. B A), median and min-max; "
+        "L*: lane_mp only, one run; '+' higher is better, '-' lower is better; "
+        "lane_mp/peer = lane_mp median / peer median.\n"
         + "\n".join(parts)
     )
 

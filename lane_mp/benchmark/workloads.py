@@ -83,15 +83,16 @@ FULL = Sizes()
 QUICK = Sizes(
     w1_tasks=5_000,
     w2_items=50_000,
-    w3_large_trips=2,
+    w3_large_trips=1,
     w4_tasks=500,
     w5_background=300,
     w5_urgent=20,
     w3_small_trips=5,
     w7_wait_s=2.0,
-    w8_span=1_500,
+    w8_tasks=100,
+    w8_span=2_000,
     l1_idle_s=3.0,
-    l2_window_s=2.0,
+    l2_window_s=1.5,
     ab_reps=2,
     l5_stream_s=1.0,
     reps=2,
@@ -146,8 +147,11 @@ class Workload:
     fn_path: str  # "module:function", imported only in the bench server
     metrics: tuple[Metric, ...]
     budget_s: float  # hard bound for one run (full sizes); the runner kills past it
-    describe: str = ""
+    describe: str = ""  # a format string over the Sizes fields
     lane_mp_only: bool = False  # a feature no peer has: run once, on lane_mp alone
+
+    def description(self, sizes: Sizes) -> str:
+        return self.describe.format(**dataclasses.asdict(sizes))
 
     def budget(self, sizes: Sizes) -> float:
         return max(15.0, self.budget_s * sizes.budget_scale)
@@ -168,24 +172,24 @@ WORKLOADS: dict[str, Workload] = {
     w.id: w
     for w in (
         Workload("W1", "tiny tasks", f"{_T}:w1_tiny", (Metric("tasks_per_s", "+ no-op tasks/s"),), 90,
-                 "no-op tasks submitted one by one, then awaited"),
+                 "{w1_tasks:,} no-op tasks submitted one by one, then awaited"),
         Workload("W2", "map", f"{_T}:w2_map", (Metric("items_per_s", "+ items/s"),), 90,
-                 "tiny items through the library's best chunked map"),
+                 "{w2_items:,} tiny items through the library's best chunked map (best of its chunksizes)"),
         Workload("W3", "payload", f"{_T}:w3_payload",
                  (Metric("mbps_1mib", "+ MB/s, 1 MiB echo"), Metric("mbps_64mib", "+ MB/s, 64 MiB echo")), 90,
-                 "echo a float64 array; MB/s = array size / round trip"),
+                 "echo a float64 array ({w3_small_trips} x 1 MiB, {w3_large_trips} x 64 MiB after a warm-up); MB/s = array size / round trip"),
         Workload("W4", "latency", f"{_T}:w4_latency",
                  (Metric("p50_us", "- round trip p50 us", "lower"), Metric("p99_us", "- round trip p99 us", "lower")),
                  60, "one task at a time on an idle pool"),
         Workload("W5", "priority", f"{_B}:w5_priority",
                  (Metric("urgent_p50_ms", "- urgent p50 ms", "lower"), Metric("urgent_p99_ms", "- urgent p99 ms", "lower"),
                   Metric("bg_makespan_s", "- background makespan s", "lower")), 90,
-                 "5 ms background backlog, then urgent 5 ms tasks 20 ms apart"),
+                 "{w5_background:,} background 5 ms CPU tasks, then {w5_urgent} urgent 5 ms tasks 20 ms apart"),
         Workload("W6", "timeout", f"{_B}:w6_timeout",
                  (Metric("caller_sees", "hung task: caller sees", ""), Metric("hung_task", "hung task was", ""),
                   Metric("error_s", "- error after s", "lower"), Metric("quick_s", "- 10 quick done after s", "lower"),
                   Metric("recovered_s", "- then 1 task/worker s", "lower")), 60,
-                 "a task that hangs, 0.5 s timeout, then 10 quick tasks"),
+                 "a task that hangs (0.5 s timeout where the library has one), then 10 quick tasks"),
         Workload("W7", "crash", f"{_B}:w7_crash",
                  (Metric("caller_sees", "crash: caller sees", ""), Metric("later_ok", "+ later tasks ok (of 10)", ratio=False),
                   Metric("usable_after", "pool usable after", ""), Metric("resolved_s", "- all resolved after s", "lower", ratio=False)),
@@ -193,28 +197,28 @@ WORKLOADS: dict[str, Workload] = {
         Workload("W8", "CPU scaling", f"{_T}:w8_scaling",
                  (Metric("speedup", "+ speed-up vs serial"), Metric("makespan_s", "- makespan s", "lower"),
                   Metric("serial_s", "serial s (reference)", "lower", ratio=False)), 90,
-                 "pure-Python prime counting split into 200 tasks"),
+                 "pure-Python prime counting split into {w8_tasks} tasks, against the same tasks run serially"),
         Workload("L1", "idle", f"{_F}:l1_idle", (Metric("idle_cpu_pct", "- idle CPU % of one core", "lower"),), 60,
-                 "CPU an idle 2-worker pool uses (caller + coordinator + workers)", True),
+                 "CPU an idle 2-worker pool uses over {l1_idle_s:g} s (caller + coordinator + workers)", True),
         Workload("L2", "rate limit", f"{_F}:l2_rate_limit",
                  (Metric("sliding_in_window", "sliding window: ran in window", ratio=False),
                   Metric("sliding_error_pct", "sliding window: error %", "lower", ratio=False),
                   Metric("bucket_in_window", "token bucket: ran in window", ratio=False),
                   Metric("burst1_rate", "token bucket burst=1: rate /s", ratio=False)), 90,
-                 "a lane at RateLimitConfig.per_second(200) with a backlog", True),
+                 "a lane at RateLimitConfig.per_second(200) with a backlog; window {l2_window_s:g} s", True),
         Workload("L3", "lane features", f"{_F}:l3_lane_features",
                  (Metric("default_per_s", "+ no-op/s, default lanes"), Metric("featured_per_s", "+ no-op/s, all lane features"),
                   Metric("ratio", "+ featured / default")), 90,
-                 "scheduling overhead of every lane feature at once", True),
+                 "{w1_tasks:,} no-op tasks with every lane feature configured, A/B against default lanes", True),
         Workload("L4", "observability", f"{_F}:l4_observability",
                  (Metric("off_per_s", "+ no-op/s, observability off"), Metric("on_per_s", "+ no-op/s, events+metrics+alerts"),
                   Metric("ratio", "+ on / off")), 90,
-                 "cost of events, metrics and alerts", True),
+                 "{w1_tasks:,} no-op tasks with events (drained by a subscriber), metrics and alerts, A/B against off", True),
         Workload("L5", "recovery", f"{_F}:l5_recovery",
                  (Metric("replace_ms", "- timeout -> replacement serving ms", "lower"),
                   Metric("base_per_s", "+ 1 ms tasks/s, no kills"), Metric("kills_per_s", "+ 1 ms tasks/s, 10 SIGKILLs"),
                   Metric("kill_ratio", "+ with kills / without"), Metric("lost", "- commands lost", "lower")), 90,
-                 "worker replacement after timeouts and SIGKILLs", True),
+                 "worker replacement after a timeout; 1 ms tasks for {l5_stream_s:g} s with and without 10 SIGKILLs", True),
     )
 }
 
