@@ -96,7 +96,9 @@ class DaskBackend:
     ``allowed-failures`` 0), a scheduler address
     (``"tcp://host:8786"``), or a ``distributed.Client`` / ``LocalCluster`` (only its scheduler
     address is used). ``resources``: Dask resources every command needs (e.g. ``{"GPU": 1}``).
-    ``cost_resource``: a Dask resource name that a command's ``cost=`` is charged to.
+    ``cost_resource``: a Dask resource name that a command's ``cost=`` is charged to, so Dask
+    places it on a worker with that many units free; lane_mp's own cost admission still decides
+    first, and as locally a cost only counts when the pool has ``capacity_units``.
     ``slots``: commands in flight at once (default: the cluster's worker threads at start).
     """
 
@@ -272,7 +274,7 @@ class DaskSupervisor:
             self.client = Client(address, set_as_default=False, timeout=DASK_TIMEOUT_S)
             if backend.slots is None:
                 self.client.wait_for_workers(1, timeout=DASK_TIMEOUT_S)
-            threads = self._cluster_threads(set())
+            threads = self._cluster_threads()
         except BaseException:
             self.close()
             raise
@@ -449,9 +451,8 @@ class DaskSupervisor:
         if released:
             ring_fd(self.bell_w)
 
-    def _cluster_threads(self, exclude: set[str]) -> int:
-        workers = self.client.scheduler_info()["workers"]
-        return sum(w.get("nthreads", 0) for a, w in workers.items() if a not in exclude)
+    def _cluster_threads(self) -> int:
+        return sum(w.get("nthreads", 0) for w in self.client.scheduler_info()["workers"].values())
 
     # ---- end ---------------------------------------------------------------------------------
     def close(self) -> None:

@@ -130,9 +130,16 @@ def test_payloads_travel_inline_up_to_the_ring_limit(cluster):
 
 
 def test_cost_goes_out_as_a_dask_resource(cluster):
+    # cost is admitted by lane_mp (capacity_units, as locally) and charged to a Dask resource,
+    # which places the command on a worker that has the units (each worker here declares 2)
     backend = DaskBackend(cluster, resources={"units": 1}, cost_resource="units")
-    with LanePool(backend=backend) as p:
+    with LanePool(backend=backend, capacity_units=4) as p:
         assert [p.submit(tasks.add, i, cost=1).result(20) for i in range(3)] == [0, 1, 2]
+        # 3 units: admitted (3 <= 4) but no single worker has them, so Dask never starts it (the
+        # resource was passed); lane_mp's timeout still applies and cancels it (no worker to kill)
+        with pytest.raises(TaskTimeout):
+            p.submit(tasks.add, 1, 1, cost=3, timeout=0.5).result(20)
+        assert p.submit(tasks.add, 2, 2, cost=1).result(20) == 4
 
 
 def test_urgent_lane_overtakes_a_backlog(cluster, tmp_path):
