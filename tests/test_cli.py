@@ -25,7 +25,8 @@ def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> 
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), full_env.get("PYTHONPATH", "")) if p)
     return subprocess.run(
-        [sys.executable, "-m", "lane_mp", *args], capture_output=True, text=True, timeout=timeout, env=full_env
+        [sys.executable, "-m", "lane_mp", *args],
+        check=False, capture_output=True, text=True, timeout=timeout, env=full_env,
     )
 
 

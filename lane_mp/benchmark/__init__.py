@@ -22,4 +22,4 @@ from .adapters import ADAPTERS, PEERS, available
 from .runner import Run, run_bench
 from .workloads import FULL, QUICK, WORKLOADS, Sizes, sizes_for
 
-__all__ = ["ADAPTERS", "PEERS", "available", "Run", "run_bench", "FULL", "QUICK", "WORKLOADS", "Sizes", "sizes_for"]
+__all__ = ["ADAPTERS", "FULL", "PEERS", "QUICK", "WORKLOADS", "Run", "Sizes", "available", "run_bench", "sizes_for"]

@@ -20,15 +20,15 @@ from typing import Any, ClassVar, Protocol
 import psutil
 
 __all__ = [
-    "Adapter",
-    "Handle",
     "ADAPTERS",
     "PEERS",
+    "Adapter",
+    "Handle",
     "available",
+    "kill_descendants",
+    "library_version",
     "make_adapter",
     "version_of",
-    "library_version",
-    "kill_descendants",
 ]
 
 DoneCallback = Callable[[], None]
@@ -159,7 +159,7 @@ class Adapter:
     def _quietly_shutdown_nowait(self) -> None:
         try:
             self._shutdown_nowait()
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - best effort: SIGKILL of the workers follows anyway
             pass
 
     def _shutdown_nowait(self) -> None:
@@ -261,7 +261,7 @@ class MPPoolAdapter(Adapter):
     def submit(self, fn, *args, urgent=None, timeout=None, on_done=None):  # type: ignore[no-untyped-def]
         if on_done is None:
             return _AsyncResultHandle(self.pool.apply_async(fn, args))
-        cb = lambda _r: on_done()  # noqa: E731 - runs in the pool's result thread, never pickled
+        cb = lambda _r: on_done()
         return _AsyncResultHandle(self.pool.apply_async(fn, args, callback=cb, error_callback=cb))
 
     def map(self, fn, items, chunksize):  # type: ignore[no-untyped-def]
@@ -316,7 +316,7 @@ class MpireAdapter(Adapter):
     task_timeout = True
 
     def start(self, *, lanes: bool = False) -> None:
-        from mpire import WorkerPool
+        from mpire.pool import WorkerPool
 
         self.pool = WorkerPool(n_jobs=self.workers)
 

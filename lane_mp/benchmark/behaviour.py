@@ -8,10 +8,12 @@ ends is killed by ``running`` (the outcome is marked dirty), never left to block
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import psutil
 
@@ -55,7 +57,7 @@ def w5_priority(ad: Adapter, s: Sizes) -> Outcome:
             if delay > 0:
                 time.sleep(delay)
             urgent_sub[i] = now()
-            urgent.append(ad.submit(tasks.spin, s.w5_task_s, urgent=True, on_done=lambda i=i: urgent_cb(i)))
+            urgent.append(ad.submit(tasks.spin, s.w5_task_s, urgent=True, on_done=functools.partial(urgent_cb, i)))
             next_at += s.w5_gap_s
         done = wait_all(urgent + bg, BOUND_S)
         # callbacks run on the library's result thread, possibly just after wait() returned
@@ -81,7 +83,7 @@ def _hung_task_state(pid_path: str, hb_path: str) -> str:
     """'killed' (its process is gone), 'interrupted' (process alive, task stopped) or 'still
     running', waiting up to STOPPED_GRACE_S for it to stop."""
     end = now() + STOPPED_GRACE_S
-    pid = int(open(pid_path).read() or 0)
+    pid = int(Path(pid_path).read_text() or 0)
     while True:
         alive = pid > 0 and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         if not alive:
@@ -147,12 +149,12 @@ def w7_crash(ad: Adapter, s: Sizes) -> Outcome:
         for _ in range(s.w7_quick):
             try:
                 quick.append(ad.submit(tasks.sleep, 0.01))
-            except Exception as exc:  # ProcessPoolExecutor refuses submits once it knows it is broken
+            except Exception as exc:  # noqa: BLE001 - ProcessPoolExecutor refuses submits once it knows it is broken
                 refused.append(error_name(exc))
         done = wait_all([crash, *quick], s.w7_wait_s)
         if crash.wait(0):
-            ok, exc = outcome_of(crash)
-            out.metrics["caller_sees"] = "a result?!" if ok else error_name(exc)
+            ok, value = outcome_of(crash)
+            out.metrics["caller_sees"] = "a result?!" if ok else error_name(value)
         else:
             out.metrics["caller_sees"] = f"nothing in {s.w7_wait_s:g} s"
         if done == len(quick) + 1:
@@ -171,7 +173,7 @@ def w7_crash(ad: Adapter, s: Sizes) -> Outcome:
             else:
                 ok, val = outcome_of(after)
                 out.metrics["usable_after"] = "yes" if ok and val == 7 else f"no: {error_name(val)}"
-        except Exception as exc:  # submit itself refused: the pool is broken
+        except Exception as exc:  # noqa: BLE001 - submit itself refused: the pool is broken
             out.metrics["usable_after"] = f"no: {error_name(exc)}"
         out.dirty = done < len(quick) + 1
     return out

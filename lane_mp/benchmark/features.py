@@ -155,7 +155,13 @@ def _ab(out: Outcome, s: Sizes, a: Callable[[], float], b: Callable[[], float], 
 def l3_lane_features(ad: Adapter, s: Sizes) -> Outcome:
     """L3: the scheduler's per-command cost with every lane feature configured (none binding)."""
     from lane_mp import (
-        CircuitBreakerConfig, Lane, LaneConfig, Priority, PriorityBoostConfig, RateLimitConfig, RetryPolicy,
+        CircuitBreakerConfig,
+        Lane,
+        LaneConfig,
+        Priority,
+        PriorityBoostConfig,
+        RateLimitConfig,
+        RetryPolicy,
     )
 
     full = (
@@ -247,7 +253,7 @@ def l5_recovery(ad: Adapter, s: Sizes) -> Outcome:
             try:
                 f.result(BOUND_S)
                 ok += 1
-            except Exception:
+            except Exception:  # noqa: BLE001 - any failure after the retries counts as lost
                 failed += 1
         return ok / (now() - t0), failed, len(futs)
 

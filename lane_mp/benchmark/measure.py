@@ -15,7 +15,7 @@ from . import tasks
 from .adapters import Adapter, Handle
 from .workloads import Outcome
 
-__all__ = ["running", "percentile", "median", "wait_all", "error_name", "now"]
+__all__ = ["error_name", "median", "now", "percentile", "running", "wait_all"]
 
 now = time.perf_counter
 
@@ -46,7 +46,7 @@ def running(ad: Adapter, out: Outcome, *, lanes: bool = False, warm: bool = True
         try:
             ad.close()
             return
-        except Exception as exc:  # e.g. mpire re-raises a worker's death at shutdown
+        except Exception as exc:  # noqa: BLE001 - e.g. mpire re-raises a worker's death at shutdown
             out.notes.append(f"shutdown raised {error_name(exc)}")
             out.dirty = True
     ad.abort()
@@ -66,7 +66,7 @@ def outcome_of(h: Handle) -> tuple[bool, Any]:
     """(succeeded, value or exception) of a finished handle."""
     try:
         return True, h.result()
-    except BaseException as exc:  # the task's own error, whatever it is
+    except BaseException as exc:  # noqa: BLE001 - the task's own error, whatever it is
         return False, exc
 
 

@@ -22,7 +22,7 @@ from .adapters import ADAPTERS, library_version, version_of
 from .runner import Run
 from .workloads import WORKLOADS, Metric, Sizes
 
-__all__ = ["machine_info", "machine_line", "Row", "summarize", "render_table", "problems", "write_json"]
+__all__ = ["Row", "machine_info", "machine_line", "problems", "render_table", "summarize", "write_json"]
 
 
 def _cpu_model() -> str:

@@ -28,7 +28,7 @@ import psutil
 
 from .workloads import WORKLOADS, Sizes
 
-__all__ = ["Run", "ServerProcess", "run_bench", "plan", "segments_of"]
+__all__ = ["Run", "ServerProcess", "plan", "run_bench", "segments_of"]
 
 SERVER_START_BOUND_S = 60.0
 
@@ -113,7 +113,7 @@ class ServerProcess:
         env = dict(os.environ)
         root = _package_root()
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - open as long as the server lives
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lane_mp.benchmark.server", self.library, str(self.workers)],
             stdin=subprocess.PIPE,

@@ -26,7 +26,7 @@ import psutil
 from .adapters import make_adapter
 from .workloads import WORKLOADS, Outcome, Sizes
 
-__all__ = ["serve", "leftovers"]
+__all__ = ["leftovers", "serve"]
 
 LEAK_GRACE_S = 5.0
 # multiprocessing helpers that legitimately outlive a pool (restarted on demand)
@@ -63,7 +63,7 @@ def _run(library: str, workers: int, request: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         out = wl.load()(ad, sizes)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a workload's failure is a result, not a crash of the bench
         out = Outcome(status="error", notes=[f"{type(exc).__name__}: {exc}"])
         out.dirty = True
         traceback.print_exc()

@@ -12,15 +12,15 @@ import time
 from typing import Any
 
 __all__ = [
-    "noop",
-    "inc",
-    "echo",
-    "spin",
-    "sleep",
-    "worker_pid",
-    "hang",
-    "exit_now",
     "count_primes",
+    "echo",
+    "exit_now",
+    "hang",
+    "inc",
+    "noop",
+    "sleep",
+    "spin",
+    "worker_pid",
 ]
 
 

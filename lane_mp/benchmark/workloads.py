@@ -18,14 +18,14 @@ if TYPE_CHECKING:
     from .adapters import Adapter
 
 __all__ = [
-    "Sizes",
     "FULL",
     "QUICK",
-    "sizes_for",
+    "WORKLOADS",
     "Metric",
     "Outcome",
+    "Sizes",
     "Workload",
-    "WORKLOADS",
+    "sizes_for",
     "workload_ids",
 ]
 
@@ -92,7 +92,7 @@ QUICK = Sizes(
     w8_tasks=100,
     w8_span=2_000,
     l1_idle_s=3.0,
-    l2_window_s=1.5,
+    l2_window_s=2.0,  # whole seconds: a 1 s sliding window allows 2 windows in 1.5 s
     ab_reps=2,
     l5_stream_s=1.0,
     reps=2,
