@@ -235,7 +235,10 @@ def run_bench(
                 runs.append(run)
                 if on_done is not None:
                     on_done(run)
-        finally:
+        except BaseException:  # Ctrl-C or a bug: stop now, never wait for running workloads
             for s in servers.values():
-                s.close()
+                s.kill()
+            raise
+        for s in servers.values():
+            s.close()  # all idle now: they exit at EOF
     return runs
