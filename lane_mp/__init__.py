@@ -64,6 +64,8 @@ __all__ = [
     "Alert",
     # topics
     "Topic",
+    # backends
+    "DaskBackend",
     # configuration
     "Lane",
     "LaneConfig",
