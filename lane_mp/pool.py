@@ -39,7 +39,7 @@ from .observability.metrics import QueueMetrics
 from .outcomes.dlq import DeadLetter, DeadLetterQueue
 from .ipc.blocks import BlockCache, BlockPool
 from .ipc.control import COORD_WAITING, MAX_LANES, Control
-from .ipc.doorbell import BACKSTOP_S, drain_fd, fence, make_pipe, ring_fd
+from .ipc.doorbell import BACKSTOP_S, drain_fd, fence, make_pipe, ring_if_waiting
 from .ipc.ring import Ring, RingReader, RingWriter
 from .ipc.segments import new_token, sweep
 from .partitions import key_hash
@@ -419,11 +419,7 @@ class LanePool(Executor):
         w.publish()
 
     def _wake_coordinator(self) -> None:
-        fence()
-        words = self._control.words
-        if words[COORD_WAITING]:
-            words[COORD_WAITING] = 0
-            ring_fd(self._coord_bell_w)
+        ring_if_waiting(self._control.words, COORD_WAITING, self._coord_bell_w)
 
     def _send(self, msg: Any) -> None:
         if self._broken:

@@ -39,6 +39,15 @@ def ring_fd(fd: int) -> None:
         pass
 
 
+def ring_if_waiting(words: memoryview, index: int, fd: int) -> None:
+    """The writer half of the handshake: fence, and ring ``fd`` only if the reader's waiting
+    word (``words[index]``) says it sleeps. The one place every producer wakes a reader."""
+    fence()
+    if words[index]:
+        words[index] = 0
+        ring_fd(fd)
+
+
 def drain_fd(fd: int) -> None:
     try:
         while os.read(fd, 4096):

@@ -25,7 +25,7 @@ import msgspec
 
 from ..ipc.blocks import BlockCache, BlockPool
 from ..ipc.control import COORD_WAITING, Control
-from ..ipc.doorbell import BACKSTOP_S, drain_fd, fence, ring_fd
+from ..ipc.doorbell import BACKSTOP_S, drain_fd, fence, ring_if_waiting
 from ..ipc.ring import Ring, RingReader, RingWriter
 from ..protocol import messages as m
 from ..protocol.codec import PayloadCodec
@@ -94,11 +94,7 @@ class _Worker:
         self.wake_coordinator()
 
     def wake_coordinator(self) -> None:
-        fence()
-        words = self.control.words
-        if words[COORD_WAITING]:
-            words[COORD_WAITING] = 0
-            ring_fd(self.spec.coord_bell_fd)
+        ring_if_waiting(self.control.words, COORD_WAITING, self.spec.coord_bell_fd)
 
     def check_parent(self) -> None:
         if self.parent_fd is not None and select.select([self.parent_fd], [], [], 0)[0]:
